@@ -1,0 +1,99 @@
+"""The ``recgpt`` command line: ``data prepare``, ``evaluate``, ``recommend`` and ``checkpoint from-hf``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+
+def _prepare(args: argparse.Namespace) -> None:
+    from recgpt.config import load_config
+    from recgpt.data.prepare import PrepareConfig, prepare
+
+    manifest = prepare(load_config(PrepareConfig, args.config, args.overrides))
+    sys.stdout.write(f"{manifest}\n")
+
+
+def _evaluate(args: argparse.Namespace) -> None:
+    from recgpt.config import load_config
+    from recgpt.evaluation.report import format_table
+    from recgpt.evaluation.runner import EvalConfig, evaluate
+
+    report = evaluate(load_config(EvalConfig, args.config, args.overrides))
+    sys.stdout.write(format_table(json.loads(report.read_text(encoding="utf-8"))) + f"\n{report}\n")
+
+
+def _recommend(args: argparse.Namespace) -> None:
+    from recgpt.inference.recommend import recommend_for_user
+
+    result = recommend_for_user(Path(args.model), Path(args.data), args.user, k=args.k, split=args.split)
+    if args.json:
+        sys.stdout.write(json.dumps(result, indent=2, ensure_ascii=False) + "\n")
+        return
+    held_out = result["held_out_item_id"]
+    sys.stdout.write(f"Top-{args.k} for user {args.user} ({result['history_length']} items in history):\n")
+    for rank, item in enumerate(result["recommendations"], start=1):
+        mark = "  <- the user's held-out next item" if item["item_id"] == held_out else ""
+        sys.stdout.write(f"{rank:>3}. {item['text']}  (beam score {item['beam_score']:.3f}){mark}\n")
+    sys.stdout.write(f"Held-out next item: {result['held_out_text']}\n")
+
+
+def _checkpoint_from_hf(args: argparse.Namespace) -> None:
+    from recgpt.training.checkpoints import hf_to_composer
+
+    result = hf_to_composer(args.source, Path(args.output))
+    sys.stdout.write(f"{result['tensors']} tensors, {result['parameters']:,} parameters -> {result['output']}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every subcommand."""
+    parser = argparse.ArgumentParser(prog="recgpt", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    data = commands.add_parser("data", help="data preparation").add_subparsers(dest="data_command", required=True)
+    prepare = data.add_parser("prepare", help="logs -> corpus, instruction data, benchmark splits")
+    prepare.add_argument("config", help="a data YAML, e.g. configs/data/movielens-100k.yaml")
+    prepare.add_argument("overrides", nargs="*", help="key=value overrides, e.g. max_users=50")
+    prepare.set_defaults(handler=_prepare)
+
+    evaluate = commands.add_parser("evaluate", help="next-item and rating metrics beside baselines")
+    evaluate.add_argument("config", help="an evaluation YAML, e.g. configs/eval/demo.yaml")
+    evaluate.add_argument("overrides", nargs="*", help="key=value overrides, e.g. model=path/to/hf max_users=100")
+    evaluate.set_defaults(handler=_evaluate)
+
+    recommend = commands.add_parser("recommend", help="top-k catalogue items for a user of a prepared split")
+    recommend.add_argument("--model", required=True, help="a Hugging Face model folder")
+    recommend.add_argument("--data", required=True, help="a folder written by `recgpt data prepare`")
+    recommend.add_argument("--user", required=True, help="a user id of the split")
+    recommend.add_argument("--split", default="test", choices=["test", "validation"])
+    recommend.add_argument("--k", type=int, default=10)
+    recommend.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    recommend.set_defaults(handler=_recommend)
+
+    checkpoint = commands.add_parser("checkpoint", help="checkpoint conversion").add_subparsers(
+        dest="checkpoint_command", required=True
+    )
+    from_hf = checkpoint.add_parser("from-hf", help="MPT Hugging Face weights -> composer checkpoint for load_path")
+    from_hf.add_argument("source", help="a local model folder or a hub id (e.g. mosaicml/mpt-7b, vinai/RecGPT-7B)")
+    from_hf.add_argument("output", help="the .pt file to write, e.g. checkpoints/mpt-7b.composer.pt")
+    from_hf.set_defaults(handler=_checkpoint_from_hf)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Entry point of the ``recgpt`` console script."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        args.handler(args)
+    except (ValueError, OSError) as error:
+        logging.getLogger("recgpt").error("%s", error)
+        raise SystemExit(2) from error
+
+
+if __name__ == "__main__":
+    main()

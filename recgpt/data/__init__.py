@@ -1,0 +1,1 @@
+"""Data preparation: sources, cleaning, splits, rendering and corpus outputs."""

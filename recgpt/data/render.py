@@ -1,0 +1,218 @@
+"""RecGPT's text formats: item lines, history documents, instructions, prompts and ratings, written once.
+
+Every stage (data preparation, the training collator, evaluation and serving) renders and parses text through
+this module, so a prompt seen in training is byte-identical to the one seen at inference, and both are
+byte-identical to the format of RecGPT's released instruction data (RECGPT.md sections 2 and 3).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from recgpt.data.records import Domain, Interaction, Item
+
+PROMPT_TEMPLATE = "### Instruction:\n{instruction}\n\n### Response:"
+PROMPT_PREFIX, PROMPT_SUFFIX = PROMPT_TEMPLATE.split("{instruction}")
+NEXT_ITEM_TASK = "Predict the next item."
+RATING_TASK = "Predict rating for the last item."
+HISTORY_HEADER = "Given the interaction history of a user with {noun} as follows:"
+FIELD_SEPARATOR = "; "
+
+_WHITESPACE = re.compile(r"\s+")
+_RATING = re.compile(r"(-?\d+(?:\.\d+)?)(?:\s*/\s*(\d+(?:\.\d+)?))?")
+
+
+def clean_text(value: str) -> str:
+    """Collapse every run of whitespace (newlines included) to one space, so a value never breaks a line.
+
+    Example:
+        >>> clean_text("  Great\\n\\tbook ")
+        'Great book'
+    """
+    return _WHITESPACE.sub(" ", value).strip()
+
+
+def format_rating(value: float, scale: float) -> str:
+    """Write a rating the way RecGPT prints it.
+
+    Example:
+        >>> format_rating(4, 5.0), format_rating(3.5, 5.0), format_rating(8, 10.0)
+        ('4.0/5.0', '3.5/5.0', '8.0/10.0')
+    """
+    return f"{float(value):.1f}/{float(scale):.1f}"
+
+
+def parse_rating(text: str, scale: float) -> float | None:
+    """Read a rating back from generated text; None when no valid rating is there.
+
+    The rule: the first number in the text is the rating. If it is followed by ``/S`` with ``S`` other than
+    ``scale``, it is rescaled to ``scale``. A value outside ``[0, scale]`` is not a rating.
+
+    Example:
+        >>> parse_rating("4.0/5.0", 5.0), parse_rating(" 3", 5.0), parse_rating("8.0/10.0", 5.0)
+        (4.0, 3.0, 4.0)
+        >>> parse_rating("Title: Heat", 5.0) is None, parse_rating("7.0/5.0", 5.0) is None
+        (True, True)
+    """
+    match = _RATING.search(text)
+    if match is None:
+        return None
+    value = float(match.group(1))
+    if match.group(2) is not None:
+        written_scale = float(match.group(2))
+        if written_scale <= 0:
+            return None
+        value = value * scale / written_scale
+    return value if 0.0 <= value <= scale else None
+
+
+def render_fields(fields: Sequence[tuple[str, str]]) -> str:
+    """Join ``(key, value)`` pairs as ``Key: value; Key: value``, skipping empty values.
+
+    Example:
+        >>> render_fields([("Title", "Heat"), ("Brand", ""), ("Genres", "Action, Crime")])
+        'Title: Heat; Genres: Action, Crime'
+    """
+    return FIELD_SEPARATOR.join(f"{key}: {clean_text(value)}" for key, value in fields if clean_text(value))
+
+
+def render_item(item: Item, domain: Domain) -> str:
+    """An item's identifying line (the next-item format): the title and the domain's identifying attributes.
+
+    Example:
+        >>> toys = Domain("amazon", "products", identifying=("Brand",))
+        >>> render_item(Item("1", "Jumbo Puzzle", (("Brand", "Melissa & Doug"), ("Color", "red"))), toys)
+        'Title: Jumbo Puzzle; Brand: Melissa & Doug'
+        >>> render_item(Item("2", "Heat (1995)", (("Genres", "Action"),)), Domain("movielens", "movies/shows"))
+        'Title: Heat (1995)'
+    """
+    return render_fields([("Title", item.title), *((k, v) for k, v in item.attributes if k in domain.identifying)])
+
+
+def render_event(item: Item, event: Interaction, scale: float, *, hide_rating: bool = False) -> str:
+    """An interaction's full line: title and every attribute, then review, then rating.
+
+    With ``hide_rating`` the line ends in ``Rating:`` with the value removed (the rating task's target line).
+    An event without a rating has no Rating field unless ``hide_rating`` asks for the empty slot.
+
+    Example:
+        >>> item = Item("1", "Heat (1995)", (("Genres", "Action"),))
+        >>> render_event(item, Interaction("u", "1", 0.0, 4.0), 5.0)
+        'Title: Heat (1995); Genres: Action; Rating: 4.0/5.0'
+        >>> render_event(item, Interaction("u", "1", 0.0, 4.0, "Tense"), 5.0, hide_rating=True)
+        'Title: Heat (1995); Genres: Action; Review: Tense; Rating:'
+    """
+    line = render_fields([("Title", item.title), *item.attributes, ("Review", event.review or "")])
+    if hide_rating:
+        return f"{line}{FIELD_SEPARATOR}Rating:"
+    if event.rating is None:
+        return line
+    return f"{line}{FIELD_SEPARATOR}Rating: {format_rating(event.rating, scale)}"
+
+
+def render_document(domain: Domain, lines: Sequence[str]) -> str:
+    """A pre-training document: the history header, then one line per item, oldest first.
+
+    Example:
+        >>> render_document(Domain("movielens", "movies/shows"), ["Title: A", "Title: B"])
+        'Given the interaction history of a user with movies/shows as follows:\\nTitle: A\\nTitle: B'
+    """
+    return "\n".join([HISTORY_HEADER.format(noun=domain.noun), *lines])
+
+
+@dataclass(frozen=True)
+class Instruction:
+    """An instruction split into its fixed head (task line and header) and its item lines.
+
+    ``text`` rebuilds the exact string, so ``Instruction.parse(s).text == s`` for every well-formed ``s``.
+    """
+
+    head: str
+    lines: tuple[str, ...]
+
+    @property
+    def text(self) -> str:
+        """The instruction string: ``head``, a blank line, then the item lines."""
+        return f"{self.head}\n\n" + "\n".join(self.lines) if self.lines else self.head
+
+    @classmethod
+    def parse(cls, text: str) -> Instruction:
+        """Split an instruction at its first blank line; text with no blank line is all head.
+
+        Example:
+            >>> Instruction.parse("Predict the next item.\\nGiven ...:\\n\\nTitle: A\\nTitle: B").lines
+            ('Title: A', 'Title: B')
+        """
+        head, sep, body = text.partition("\n\n")
+        return cls(head, tuple(body.split("\n")) if sep else ())
+
+    def keep_last(self, count: int) -> Instruction:
+        """The same instruction with only its ``count`` most recent item lines."""
+        return Instruction(self.head, self.lines[len(self.lines) - count :] if count > 0 else ())
+
+
+def render_instruction(task: str, domain: Domain, lines: Sequence[str]) -> str:
+    """An instruction body: task line, header, a blank line, then the item lines.
+
+    Example:
+        >>> text = render_instruction(NEXT_ITEM_TASK, Domain("food", "food recipes"), ["Title: a", "Title: b"])
+        >>> text.split("\\n")[1:]
+        ['Given the interaction history of a user with food recipes as follows:', '', 'Title: a', 'Title: b']
+    """
+    head = f"{task}\n{HISTORY_HEADER.format(noun=domain.noun)}"
+    return Instruction(head, tuple(lines)).text
+
+
+def render_prompt(instruction: str) -> str:
+    """Wrap an instruction in RecGPT's template ``### Instruction:\\n{instruction}\\n\\n### Response:``."""
+    return PROMPT_TEMPLATE.format(instruction=instruction)
+
+
+def parse_prompt(prompt: str) -> str | None:
+    """The instruction inside a templated prompt, or None when ``prompt`` does not follow the template.
+
+    Example:
+        >>> parse_prompt("### Instruction:\\nPredict the next item.\\n\\n### Response:")
+        'Predict the next item.'
+    """
+    if not (prompt.startswith(PROMPT_PREFIX) and prompt.endswith(PROMPT_SUFFIX)):
+        return None
+    if len(prompt) < len(PROMPT_PREFIX) + len(PROMPT_SUFFIX):
+        return None
+    return prompt[len(PROMPT_PREFIX) : len(prompt) - len(PROMPT_SUFFIX)]
+
+
+def next_item_example(domain: Domain, history: Sequence[Item], target: Item) -> dict[str, str]:
+    """A next-item row in RecGPT's released format: identifying fields only, the target item as response.
+
+    Example:
+        >>> food = Domain("food", "food recipes")
+        >>> row = next_item_example(food, [Item("1", "a"), Item("2", "b")], Item("3", "c"))
+        >>> row["prompt"].splitlines()[-3:], row["response"]
+        (['Title: b', '', '### Response:'], 'Title: c')
+    """
+    lines = [render_item(item, domain) for item in history]
+    prompt = render_prompt(render_instruction(NEXT_ITEM_TASK, domain, lines))
+    return {"prompt": prompt, "response": render_item(target, domain)}
+
+
+def rating_example(domain: Domain, history: Sequence[tuple[Item, Interaction]]) -> dict[str, str]:
+    """A rating row in RecGPT's released format: full lines, the last one's rating removed and used as response.
+
+    Example:
+        >>> ml = Domain("movielens", "movies/shows")
+        >>> events = [(Item("1", "A"), Interaction("u", "1", 1.0, 5.0)),
+        ...           (Item("2", "B"), Interaction("u", "2", 2.0, 3.0))]
+        >>> row = rating_example(ml, events)
+        >>> row["prompt"].splitlines()[-4:-2], row["response"]
+        (['Title: A; Rating: 5.0/5.0', 'Title: B; Rating:'], '3.0/5.0')
+    """
+    *shown, (target_item, target_event) = history
+    if target_event.rating is None:
+        raise ValueError(f"user {target_event.user_id}, item {target_event.item_id}: the rating target has no rating")
+    lines = [render_event(item, event, domain.rating_scale) for item, event in shown]
+    lines.append(render_event(target_item, target_event, domain.rating_scale, hide_rating=True))
+    prompt = render_prompt(render_instruction(RATING_TASK, domain, lines))
+    return {"prompt": prompt, "response": format_rating(target_event.rating, domain.rating_scale)}

@@ -1,0 +1,109 @@
+"""Token ids for prompts and training examples: where label masking and length fitting are decided, once.
+
+Training (the collator), evaluation and serving all encode through these functions, so the model sees the
+same token boundaries in every stage: the prompt and the response are tokenized separately (the response has
+no leading space), the prompt gets the tokenizer's special tokens (a BOS, where it has one), the response gets
+none and ends in EOS.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from recgpt.data.render import Instruction, parse_prompt, render_prompt
+
+IGNORE_INDEX = -100
+
+
+class Tokenizer(Protocol):
+    """The part of a Hugging Face tokenizer these functions use."""
+
+    eos_token_id: int | None
+
+    def __call__(self, text: str, add_special_tokens: bool = True) -> dict[str, list[int]]: ...
+
+
+class ExampleTooLongError(ValueError):
+    """An example does not fit the sequence length even with a single history line left."""
+
+
+@dataclass(frozen=True)
+class EncodedExample:
+    """A training example as token ids.
+
+    Attributes:
+        input_ids: Prompt ids followed by response ids and EOS.
+        labels: ``IGNORE_INDEX`` over the prompt, the ids themselves over the response and EOS.
+        dropped_lines: How many of the oldest history lines were removed to fit.
+    """
+
+    input_ids: list[int]
+    labels: list[int]
+    dropped_lines: int
+
+
+def encode_response(tokenizer: Tokenizer, response: str) -> list[int]:
+    """Response ids, no special tokens, then EOS."""
+    if tokenizer.eos_token_id is None:
+        raise ValueError("the tokenizer has no eos_token; set one (e.g. tokenizer.kwargs.eos_token in the recipe)")
+    return [*tokenizer(response, add_special_tokens=False)["input_ids"], tokenizer.eos_token_id]
+
+
+def fit_prompt(tokenizer: Tokenizer, prompt: str, budget: int) -> tuple[list[int], int]:
+    """Prompt ids of at most ``budget`` tokens, removing whole history lines, oldest first, until they fit.
+
+    The task line, the header, the most recent items (the rating task's target line is the last one) and the
+    template are always kept. A prompt that is not in RecGPT's template cannot be shortened.
+
+    Returns:
+        The ids and the number of history lines removed.
+
+    Raises:
+        ExampleTooLongError: If even one history line (or an untemplated prompt) does not fit.
+    """
+    ids = tokenizer(prompt)["input_ids"]
+    if len(ids) <= budget:
+        return ids, 0
+    instruction = parse_prompt(prompt)
+    parsed = Instruction.parse(instruction) if instruction is not None else None
+    if parsed is None or len(parsed.lines) < 2:
+        raise ExampleTooLongError(f"prompt of {len(ids)} tokens exceeds {budget} and has no history lines to remove")
+
+    def encode(keep: int) -> list[int]:
+        return tokenizer(render_prompt(parsed.keep_last(keep).text))["input_ids"]
+
+    low, high, best = 1, len(parsed.lines) - 1, None
+    while low <= high:  # the largest number of most recent lines that fits
+        middle = (low + high) // 2
+        candidate = encode(middle)
+        if len(candidate) <= budget:
+            best, low = (middle, candidate), middle + 1
+        else:
+            high = middle - 1
+    if best is None:
+        raise ExampleTooLongError(
+            f"prompt does not fit {budget} tokens even with only its last history line ({len(encode(1))} tokens)"
+        )
+    return best[1], len(parsed.lines) - best[0]
+
+
+def encode_example(tokenizer: Tokenizer, prompt: str, response: str, max_seq_len: int) -> EncodedExample:
+    """Encode a prompt/response pair for training, with loss on the response tokens and EOS only.
+
+    Example (ids from a toy tokenizer, EOS = 0)::
+
+        prompt ids   [5, 6, 7]       response ids [8, 9]
+        input_ids    [5, 6, 7, 8, 9, 0]
+        labels       [-100, -100, -100, 8, 9, 0]
+
+    The full response is always kept; if the pair is longer than ``max_seq_len``, the oldest history lines of
+    the prompt are removed (``fit_prompt``).
+    """
+    response_ids = encode_response(tokenizer, response)
+    budget = max_seq_len - len(response_ids)
+    if budget <= 0:
+        raise ExampleTooLongError(f"response of {len(response_ids)} tokens (EOS included) exceeds {max_seq_len}")
+    prompt_ids, dropped = fit_prompt(tokenizer, prompt, budget)
+    labels = [IGNORE_INDEX] * len(prompt_ids) + response_ids
+    return EncodedExample([*prompt_ids, *response_ids], labels, dropped)

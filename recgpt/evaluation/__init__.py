@@ -1,0 +1,1 @@
+"""Evaluation: metrics, grounding, baselines and the evaluation runner."""

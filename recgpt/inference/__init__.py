@@ -1,0 +1,1 @@
+"""Inference: generation from a trained model and recommendations for a user."""

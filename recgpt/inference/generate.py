@@ -1,0 +1,143 @@
+"""Batched generation from a causal LM folder: beam search for next items, sampling or greedy for ratings."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from recgpt.encoding import fit_prompt
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One generated response and its beam score (length-normalised log-probability; 0.0 when sampled)."""
+
+    text: str
+    score: float
+
+
+def load_model(model_dir: str | Path, device: str = "cpu") -> tuple[Any, Any]:
+    """Load a Hugging Face causal LM folder and its tokenizer (offline-safe, ``trust_remote_code`` for MPT).
+
+    The tokenizer pads on the left, as batched generation needs.
+
+    Raises:
+        FileNotFoundError: If ``model_dir`` has no ``config.json``.
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    folder = Path(model_dir)
+    if not (folder / "config.json").is_file():
+        raise FileNotFoundError(f"--model {folder}: not a Hugging Face model folder (no config.json)")
+    tokenizer = AutoTokenizer.from_pretrained(str(folder))
+    tokenizer.padding_side = "left"
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    model = AutoModelForCausalLM.from_pretrained(str(folder), trust_remote_code=True, torch_dtype=torch.float32)
+    model.to(device).eval()
+    return model, tokenizer
+
+
+def context_length(model: Any) -> int:
+    """The longest sequence the model was trained on (MPT's ``max_seq_len``, else ``max_position_embeddings``)."""
+    config = model.config
+    return int(getattr(config, "max_seq_len", None) or getattr(config, "max_position_embeddings", 2048))
+
+
+def _batches(prompt_ids: Sequence[list[int]], batch_size: int) -> Iterator[list[int]]:
+    """Indices grouped into batches of similar prompt length (less padding), longest first."""
+    order = sorted(range(len(prompt_ids)), key=lambda i: -len(prompt_ids[i]))
+    for start in range(0, len(order), batch_size):
+        yield order[start : start + batch_size]
+
+
+def _left_pad(rows: Sequence[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(len(row) for row in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for index, row in enumerate(rows):
+        ids[index, width - len(row) :] = torch.tensor(row)
+        mask[index, width - len(row) :] = 1
+    return ids, mask
+
+
+def generate(
+    model: Any,
+    tokenizer: Any,
+    prompts: Sequence[str],
+    *,
+    max_new_tokens: int,
+    num_beams: int = 1,
+    num_return_sequences: int = 1,
+    do_sample: bool = False,
+    temperature: float = 1.0,
+    top_p: float = 1.0,
+    top_k: int = 50,
+    batch_size: int = 8,
+    seed: int = 0,
+    progress: Any = None,
+) -> list[list[Candidate]]:
+    """Generate responses for prompts in batches; returns, per prompt, candidates best first.
+
+    Each prompt is fitted to the model's context minus ``max_new_tokens`` by removing its oldest history lines
+    (``recgpt.encoding.fit_prompt``), as in training. Beam candidates come ranked by beam score.
+
+    Args:
+        model: A causal LM in eval mode.
+        tokenizer: Its tokenizer (left padding).
+        prompts: Templated prompts ending in ``### Response:``.
+        max_new_tokens: Longest response.
+        num_beams: Beams per prompt (1 for greedy or sampling).
+        num_return_sequences: Candidates kept per prompt (at most ``num_beams`` with beam search).
+        do_sample: Sample instead of searching.
+        temperature, top_p, top_k: Sampling settings.
+        batch_size: Prompts per model call.
+        seed: Seeds sampling, so a rerun draws the same samples.
+        progress: Optional callable ``progress(done_prompts)``.
+    """
+    budget = context_length(model) - max_new_tokens
+    prompt_ids = [fit_prompt(tokenizer, prompt, budget)[0] for prompt in prompts]
+    results: list[list[Candidate]] = [[] for _ in prompts]
+    generator_seed = torch.Generator().manual_seed(seed)
+    done = 0
+    for batch in _batches(prompt_ids, batch_size):
+        input_ids, attention_mask = _left_pad([prompt_ids[i] for i in batch], tokenizer.pad_token_id)
+        if do_sample:
+            torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=generator_seed)))
+        with torch.no_grad():
+            output = model.generate(
+                input_ids=input_ids.to(model.device),
+                attention_mask=attention_mask.to(model.device),
+                max_new_tokens=max_new_tokens,
+                num_beams=num_beams,
+                num_return_sequences=num_return_sequences,
+                do_sample=do_sample,
+                temperature=temperature if do_sample else None,
+                top_p=top_p if do_sample else None,
+                top_k=top_k if do_sample else None,
+                early_stopping=num_beams > 1,
+                eos_token_id=tokenizer.eos_token_id,
+                pad_token_id=tokenizer.pad_token_id,
+                output_scores=num_beams > 1,
+                return_dict_in_generate=True,
+                use_cache=True,  # MPT exports say use_cache: false, which would recompute the prompt every step
+            )
+        new_tokens = output.sequences[:, input_ids.shape[1] :]
+        texts = tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
+        scores = output.sequences_scores.tolist() if num_beams > 1 else [0.0] * len(texts)
+        for position, index in enumerate(batch):
+            start = position * num_return_sequences
+            results[index] = [
+                Candidate(texts[start + j].strip(), float(scores[start + j])) for j in range(num_return_sequences)
+            ]
+        done += len(batch)
+        if progress is not None:
+            progress(done)
+    return results

@@ -1,0 +1,124 @@
+"""Rendering against hand-written strings and RecGPT's released rows, byte for byte."""
+
+from __future__ import annotations
+
+import pytest
+
+from recgpt.data.records import MOVIELENS, Domain, Interaction, Item
+from recgpt.data.render import (
+    Instruction,
+    format_rating,
+    next_item_example,
+    parse_prompt,
+    parse_rating,
+    rating_example,
+    render_document,
+    render_event,
+    render_item,
+    render_prompt,
+)
+
+FOOD = Domain("food", "food recipes")
+AMAZON_BOOKS = Domain("amazon-books", "books", identifying=("Author",))
+
+# The first next-item row of RecGPT's released sample_prompt_response_pairs.jsonl.
+RELEASED_PROMPT = (
+    "### Instruction:\nPredict the next item.\nGiven the interaction history of a user with food recipes as follows:"
+    "\n\nTitle: white cheddar potato gratin\nTitle: possum s cream cheese chocolate chip bread\n"
+    "Title: zucchini lasagna lasagne low carb\nTitle: sweet potato and apple casserole\n\n### Response:"
+)
+
+
+def test_next_item_example_reproduces_the_released_row():
+    titles = [
+        "white cheddar potato gratin",
+        "possum s cream cheese chocolate chip bread",
+        "zucchini lasagna lasagne low carb",
+        "sweet potato and apple casserole",
+    ]
+    history = [Item(str(i), title) for i, title in enumerate(titles)]
+    row = next_item_example(FOOD, history, Item("x", "spinach ricotta pie with a hint of feta"))
+    assert row == {"prompt": RELEASED_PROMPT, "response": "Title: spinach ricotta pie with a hint of feta"}
+
+
+def test_rating_example_hides_the_last_rating_and_keeps_its_review():
+    first = (Item("1", "Pygmy", (("Author", "Chuck Palahniuk"),)), Interaction("u", "1", 1.0, 5.0, "Great."))
+    target = (Item("2", "Seeds of Corruption", (("Author", "Jason Tesar"),)), Interaction("u", "2", 2.0, 4.0, "Short."))
+    row = rating_example(AMAZON_BOOKS, [first, target])
+    assert row["prompt"] == (
+        "### Instruction:\nPredict rating for the last item.\nGiven the interaction history of a user with books as "
+        "follows:\n\nTitle: Pygmy; Author: Chuck Palahniuk; Review: Great.; Rating: 5.0/5.0\n"
+        "Title: Seeds of Corruption; Author: Jason Tesar; Review: Short.; Rating:\n\n### Response:"
+    )
+    assert row["response"] == "4.0/5.0"
+
+
+def test_rating_example_refuses_an_unrated_target():
+    with pytest.raises(ValueError, match="user u, item 1"):
+        rating_example(MOVIELENS, [(Item("1", "Heat (1995)"), Interaction("u", "1", 1.0, None))])
+
+
+def test_movielens_lines_title_only_for_next_item_full_for_documents():
+    heat = Item("6", "Heat (1995)", (("Genres", "Action, Crime, Thriller"),))
+    assert render_item(heat, MOVIELENS) == "Title: Heat (1995)"
+    event = Interaction("u", "6", 1.0, 4.0)
+    assert render_event(heat, event, 5.0) == "Title: Heat (1995); Genres: Action, Crime, Thriller; Rating: 4.0/5.0"
+    assert render_document(MOVIELENS, ["Title: A", "Title: B"]) == (
+        "Given the interaction history of a user with movies/shows as follows:\nTitle: A\nTitle: B"
+    )
+
+
+def test_newlines_inside_values_never_break_lines():
+    item = Item("1", "Line\nbreak  title")
+    event = Interaction("u", "1", 1.0, 3.0, "first line\r\nsecond")
+    assert render_event(item, event, 5.0) == "Title: Line break title; Review: first line second; Rating: 3.0/5.0"
+
+
+@pytest.mark.parametrize(
+    ("value", "scale", "text"),
+    [(4, 5.0, "4.0/5.0"), (3.5, 5.0, "3.5/5.0"), (8, 10.0, "8.0/10.0"), (0, 10.0, "0.0/10.0")],
+)
+def test_format_rating(value, scale, text):
+    assert format_rating(value, scale) == text
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("4.0/5.0", 4.0),
+        ("5.0/5.0<|endoftext|>", 5.0),
+        (" 3", 3.0),
+        ("8.0/10.0", 4.0),
+        ("2.5 / 5", 2.5),
+        ("Title: Heat", None),
+        ("", None),
+        ("7.0/5.0", None),
+        ("-1.0/5.0", None),
+        ("3/0", None),
+    ],
+)
+def test_parse_rating(text, expected):
+    assert parse_rating(text, 5.0) == expected
+
+
+def test_format_then_parse_round_trips():
+    for value in (1.0, 2.5, 4.0, 5.0):
+        assert parse_rating(format_rating(value, 5.0), 5.0) == value
+
+
+def test_instruction_parse_round_trips_and_keeps_the_newest_lines():
+    instruction = parse_prompt(RELEASED_PROMPT)
+    assert instruction is not None
+    parsed = Instruction.parse(instruction)
+    assert parsed.text == instruction
+    assert parsed.head.startswith("Predict the next item.\nGiven")
+    shortened = parsed.keep_last(1)
+    assert shortened.lines == ("Title: sweet potato and apple casserole",)
+    assert render_prompt(shortened.text).endswith(
+        "as follows:\n\nTitle: sweet potato and apple casserole\n\n### Response:"
+    )
+
+
+def test_parse_prompt_rejects_untemplated_text():
+    assert parse_prompt("Predict the next item.") is None
+    assert parse_prompt(render_prompt("x")) == "x"

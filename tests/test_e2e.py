@@ -1,0 +1,136 @@
+"""Tier 4: the demo pipeline (data -> CPT -> IFT -> evaluate -> recommend) on CPU, shrunk by overrides.
+
+These run the shipped scripts and recipes (scripts/demo.sh, configs/demo/*.yaml) through composer, as users do.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.e2e
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+
+def run(command: list[str], env: dict[str, str] | None = None, timeout: int = 900) -> subprocess.CompletedProcess:
+    environment = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "HF_HUB_OFFLINE": "1", **(env or {})}
+    result = subprocess.run(command, cwd=ROOT, env=environment, capture_output=True, text=True, timeout=timeout)
+    assert result.returncode == 0, f"{command} failed:\n{result.stdout[-3000:]}\n{result.stderr[-6000:]}"
+    return result
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subprocess.CompletedProcess]:
+    """scripts/demo.sh on 40 users, 6 batches of each training stage and 6 evaluated users."""
+    folder = tmp_path_factory.mktemp("demo")
+    result = run(
+        ["bash", "scripts/demo.sh"],
+        env={
+            "DEMO_DIR": str(folder),
+            "PREPARE_ARGS": "max_users=40",
+            "PT_ARGS": "max_duration=6ba console_log_interval=2ba",
+            "FT_ARGS": "max_duration=6ba eval_subset_num_batches=1",
+            "EVAL_ARGS": "max_users=6 batch_size=6",
+        },
+    )
+    return folder, result
+
+
+def test_demo_runs_every_stage_and_ends_with_the_report_path(demo):
+    folder, result = demo
+    report_path = Path(result.stdout.strip().splitlines()[-1])
+    assert report_path == folder / "eval" / "report.json"
+    report = json.loads(report_path.read_text())
+    assert report["users"] == 6
+    assert set(report["next_item"]) == {"recgpt", "most popular"}
+    assert set(report["rating"]) == {"recgpt", "global mean"}
+    for method in ("recgpt", "most popular"):
+        assert {"HR@5", "NDCG@5", "HR@10", "NDCG@10"} <= set(report["next_item"][method])
+    assert 0.0 <= report["rating"]["recgpt"]["parse_failure_rate"] <= 1.0
+    assert "Top-10 for user" in result.stderr and "Held-out next item" in result.stderr
+    for stage in ("1/5", "2/5", "3/5", "4/5", "5/5"):
+        assert "==> [" in result.stderr and stage in result.stderr
+
+
+def test_exports_load_offline_with_their_code(demo):
+    from transformers import AutoModelForCausalLM
+
+    folder, _ = demo
+    for stage in ("pre-training", "fine-tuning"):
+        export = folder / stage / "hf" / "huggingface" / "final"
+        assert (export / "modeling_mpt.py").is_file()
+        model = AutoModelForCausalLM.from_pretrained(str(export), trust_remote_code=True)
+        assert model.config.attn_config["alibi"]
+
+
+def test_released_format_trains_by_changing_only_the_data_path(demo, tmp_path: Path):
+    folder, _ = demo
+    released = tmp_path / "released"
+    released.mkdir()
+    shutil.copy(
+        ROOT / "sample_instruction_following_dataset" / "train.jsonl", released / "sample_prompt_response_pairs.jsonl"
+    )  # the authors' file name, one split
+    result = run(
+        [
+            "composer",
+            "-n",
+            "1",
+            "scripts/train.py",
+            "configs/demo/fine-tuning.yaml",
+            f"train_loader.dataset.hf_name={released}",
+            f"variables.data_dir={folder / 'data'}",
+            f"variables.run_dir={tmp_path / 'run'}",
+            f"variables.pretrained={folder / 'pre-training' / 'hf' / 'huggingface' / 'final'}",
+            "max_duration=3ba",
+            "eval_interval=0",
+            "eval_subset_num_batches=1",
+        ]
+    )
+    assert "recgpt_finetuning: 120 examples" in result.stdout + result.stderr
+    assert (tmp_path / "run" / "hf" / "huggingface" / "final" / "model.safetensors").is_file()
+
+
+def test_two_processes_train_with_ddp_over_gloo(demo, tmp_path: Path):
+    folder, _ = demo
+    result = run(
+        [
+            "composer",
+            "-n",
+            "2",
+            "scripts/train.py",
+            "configs/demo/pre-training.yaml",
+            f"variables.data_dir={folder / 'data'}",
+            f"variables.run_dir={tmp_path / 'pt'}",
+            "max_duration=4ba",
+            "global_train_batch_size=8",
+            "device_train_microbatch_size=4",
+        ]
+    )
+    log = result.stdout + result.stderr
+    assert "n_gpus: 2" in log and "device_train_batch_size: 4" in log  # two processes share the batch of 8
+    assert (tmp_path / "pt" / "hf" / "huggingface" / "final" / "model.safetensors").is_file()
+    run(
+        [
+            "composer",
+            "-n",
+            "2",
+            "scripts/train.py",
+            "configs/demo/fine-tuning.yaml",
+            f"variables.data_dir={folder / 'data'}",
+            f"variables.run_dir={tmp_path / 'ft'}",
+            f"variables.pretrained={tmp_path / 'pt' / 'hf' / 'huggingface' / 'final'}",
+            "max_duration=3ba",
+            "global_train_batch_size=4",
+            "device_train_microbatch_size=2",
+            "eval_subset_num_batches=1",
+        ]
+    )
+    assert (tmp_path / "ft" / "hf" / "huggingface" / "final" / "modeling_mpt.py").is_file()
