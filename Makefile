@@ -29,15 +29,15 @@ demo: $(STAMP)
 	PATH="$(abspath $(BIN)):$$PATH" scripts/demo.sh
 
 test: $(STAMP)
-	$(BIN)/ruff check recgpt tests scripts bench
+	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -m "not gpu"
 
 test-quick: $(STAMP)
 	$(BIN)/python -m pytest
 
 lint: $(STAMP)
-	$(BIN)/ruff check recgpt tests scripts bench
-	$(BIN)/ruff format --check recgpt tests scripts bench
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/pyright recgpt
 
 clean:
