@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import replace
 
+from recgpt.data.records import SourceData
 from recgpt.data.render import render_item
-from recgpt.data.sources.recbole import SourceData
 
 
 def merge_duplicate_items(data: SourceData) -> SourceData:

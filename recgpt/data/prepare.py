@@ -27,9 +27,18 @@ from typing import Any
 
 from recgpt.data.clean import clean
 from recgpt.data.corpus import write_jsonl, write_mds_shards
-from recgpt.data.records import MOVIELENS, Domain, Interaction, Item
-from recgpt.data.render import next_item_example, rating_example, render_document, render_event, render_item
-from recgpt.data.sources.recbole import SourceData, load_recbole, packaged_movielens_100k
+from recgpt.data.records import MOVIELENS, Domain, Interaction, Item, SourceData
+from recgpt.data.render import (
+    NEXT_ITEM_TASK,
+    RATING_TASK,
+    next_item_example,
+    rating_example,
+    render_document,
+    render_event,
+    render_item,
+    render_prompt,
+)
+from recgpt.data.sources.recbole import load_recbole, packaged_movielens_100k
 from recgpt.data.splits import LeaveOneOut, build_histories, check_no_leakage, leave_one_out
 from recgpt.files import atomic_directory, tree_digest
 
@@ -243,14 +252,19 @@ def _write_outputs(
         "validation": write_jsonl(validation, root / "benchmark" / "validation.jsonl"),
         "test": write_jsonl(benchmark_rows(domain, items, split, "test"), root / "benchmark" / "test.jsonl"),
     }
-    tokenizer = _tokenizer(root, config, documents, train_rows)
+    tokenizer = _tokenizer(root, config, documents)
     log.info("writing MDS shards of %d-token samples", config.max_seq_len)
     counts["pretraining"] = write_mds_shards(documents, tokenizer, root / "pretraining" / "mds", config.max_seq_len)
     counts["tokenizer_vocab_size"] = len(tokenizer)
     return counts
 
 
-def _tokenizer(root: Path, config: PrepareConfig, documents: list[str], train_rows: list[dict[str, str]]) -> Any:
+def _tokenizer(root: Path, config: PrepareConfig, documents: list[str]) -> Any:
+    """The configured tokenizer, or one trained on the pre-training documents and the prompt template.
+
+    Only the corpus and the fixed template shape the vocabulary, so instruction settings (e.g.
+    ``examples_per_user``) never change it and a pre-trained checkpoint stays usable across them.
+    """
     from transformers import AutoTokenizer
 
     if config.tokenizer.train_vocab_size is None:
@@ -260,6 +274,7 @@ def _tokenizer(root: Path, config: PrepareConfig, documents: list[str], train_ro
     from recgpt.data.tokenizer import train_bpe_tokenizer
 
     log.info("training a %d-token BPE tokenizer on the corpus", config.tokenizer.train_vocab_size)
-    texts = [*documents, *(row["prompt"] for row in train_rows), *(row["response"] for row in train_rows)]
+    template = render_prompt(f"{NEXT_ITEM_TASK}\n{RATING_TASK}")
+    texts = [*documents, *[template] * max(1, len(documents) // 10)]
     train_bpe_tokenizer(texts, config.tokenizer.train_vocab_size, root / "tokenizer", config.max_seq_len)
     return AutoTokenizer.from_pretrained(str(root / "tokenizer"))

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 from recgpt.data.clean import clean, drop_duplicate_interactions, drop_sparse_users, merge_duplicate_items
-from recgpt.data.records import MOVIELENS, Interaction, Item
-from recgpt.data.sources.recbole import SourceData
+from recgpt.data.records import MOVIELENS, Interaction, Item, SourceData
 
 
 def source(items: list[Item], events: list[Interaction]) -> SourceData:

@@ -11,32 +11,12 @@ import importlib.util
 import math
 from collections import Counter
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 
-from recgpt.data.records import Domain, Interaction, Item
+from recgpt.data.records import Domain, Interaction, Item, SourceData
 
 # Titles RecBole and MovieLens use for a movie whose title is unknown (RecBole's ml-100k spells it "unkonwn").
 _PLACEHOLDER_TITLES = {"", "unknown", "unkonwn"}
-
-
-@dataclass
-class SourceData:
-    """What a source adapter read.
-
-    Attributes:
-        domain: How the source's histories are worded.
-        items: The catalogue, by item id (untitled items already removed).
-        interactions: Events in file order (``Interaction.order`` is the row number).
-        rejects: Rows skipped, by reason (e.g. ``{"untitled_item": 1}``).
-        rows_read: Data rows read from the interaction file.
-    """
-
-    domain: Domain
-    items: dict[str, Item]
-    interactions: list[Interaction]
-    rejects: Counter[str] = field(default_factory=Counter)
-    rows_read: int = 0
 
 
 def packaged_movielens_100k() -> Path:
