@@ -30,7 +30,9 @@ def _evaluate(args: argparse.Namespace) -> None:
 def _recommend(args: argparse.Namespace) -> None:
     from recgpt.inference.recommend import recommend_for_user
 
-    result = recommend_for_user(Path(args.model), Path(args.data), args.user, k=args.k, split=args.split)
+    result = recommend_for_user(
+        Path(args.model), Path(args.data), args.user, k=args.k, split=args.split, benchmark=args.benchmark
+    )
     if args.json:
         sys.stdout.write(json.dumps(result, indent=2, ensure_ascii=False) + "\n")
         return
@@ -70,6 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     recommend.add_argument("--data", required=True, help="a folder written by `recgpt data prepare`")
     recommend.add_argument("--user", required=True, help="a user id of the split")
     recommend.add_argument("--split", default="test", choices=["test", "validation"])
+    recommend.add_argument("--benchmark", default=None, help="the benchmark source (default: the only one)")
     recommend.add_argument("--k", type=int, default=10)
     recommend.add_argument("--json", action="store_true", help="print JSON instead of a table")
     recommend.set_defaults(handler=_recommend)

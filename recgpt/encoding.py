@@ -8,6 +8,7 @@ none and ends in EOS.
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -62,30 +63,45 @@ def fit_prompt(tokenizer: Tokenizer, prompt: str, budget: int) -> tuple[list[int
     Raises:
         ExampleTooLongError: If even one history line (or an untemplated prompt) does not fit.
     """
+    ids, _, dropped = fit_prompt_text(tokenizer, prompt, budget)
+    return ids, dropped
+
+
+def fit_prompt_text(tokenizer: Tokenizer, prompt: str, budget: int) -> tuple[list[int], str, int]:
+    """``fit_prompt``, also returning the fitted prompt's text: ``(ids, text, lines_removed)``."""
     ids = tokenizer(prompt)["input_ids"]
     if len(ids) <= budget:
-        return ids, 0
+        return ids, prompt, 0
     instruction = parse_prompt(prompt)
     parsed = Instruction.parse(instruction) if instruction is not None else None
     if parsed is None or len(parsed.lines) < 2:
         raise ExampleTooLongError(f"prompt of {len(ids)} tokens exceeds {budget} and has no history lines to remove")
 
-    def encode(keep: int) -> list[int]:
-        return tokenizer(render_prompt(parsed.keep_last(keep).text))["input_ids"]
+    def shortened(keep: int) -> str:
+        return render_prompt(parsed.keep_last(keep).text)
 
+    # The largest number of most recent lines that fits. The search keeps [low, high] around the answer; its
+    # first probes walk from the proportional estimate (lines are of similar length, so two or three
+    # tokenizations usually settle it), later ones bisect.
     low, high, best = 1, len(parsed.lines) - 1, None
-    while low <= high:  # the largest number of most recent lines that fits
-        middle = (low + high) // 2
-        candidate = encode(middle)
-        if len(candidate) <= budget:
-            best, low = (middle, candidate), middle + 1
+    probe = len(parsed.lines) * budget // len(ids)
+    for step in itertools.count():
+        probe = min(max(probe, low), high)
+        candidate = tokenizer(shortened(probe))["input_ids"]
+        fits = len(candidate) <= budget
+        if fits:
+            best, low = (probe, candidate), probe + 1
         else:
-            high = middle - 1
+            high = probe - 1
+        if low > high:
+            break
+        probe = (probe + (1 if fits else -1)) if step < 3 else (low + high) // 2
     if best is None:
+        length = len(tokenizer(shortened(1))["input_ids"])
         raise ExampleTooLongError(
-            f"prompt does not fit {budget} tokens even with only its last history line ({len(encode(1))} tokens)"
+            f"prompt does not fit {budget} tokens even with only its last history line ({length})"
         )
-    return best[1], len(parsed.lines) - best[0]
+    return best[1], shortened(best[0]), len(parsed.lines) - best[0]
 
 
 def encode_example(tokenizer: Tokenizer, prompt: str, response: str, max_seq_len: int) -> EncodedExample:

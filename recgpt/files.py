@@ -25,7 +25,8 @@ def atomic_directory(final: Path) -> Iterator[Path]:
     """
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{final.name}.partial-", dir=final.parent))
+    remove_stale_partials(final)
+    staging = Path(tempfile.mkdtemp(prefix=f".{final.name}.partial-{os.getpid()}-", dir=final.parent))
     try:
         yield staging
     except BaseException:
@@ -36,6 +37,27 @@ def atomic_directory(final: Path) -> Iterator[Path]:
         os.replace(final, retired)
     os.replace(staging, final)
     shutil.rmtree(retired, ignore_errors=True)
+
+
+def remove_stale_partials(final: Path) -> list[Path]:
+    """Delete staging folders of ``final`` left by runs that were killed (their process no longer exists)."""
+    removed = []
+    for candidate in final.parent.glob(f".{final.name}.partial-*-*"):
+        pid = candidate.name[len(f".{final.name}.partial-") :].split("-", 1)[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(candidate, ignore_errors=True)
+            removed.append(candidate)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def write_text_atomic(path: Path, text: str) -> None:

@@ -37,7 +37,7 @@ recgpt evaluate configs/eval/demo.yaml model="$DEMO_DIR/fine-tuning/hf/huggingfa
 head -n -1 "$DEMO_DIR/eval-table.txt" >&2
 
 step "5/5 top-10 recommendations for one test user"
-user=$(head -n 1 "$DEMO_DIR/data/benchmark/test.jsonl" | python -c 'import json,sys; print(json.load(sys.stdin)["user_id"])')
+user=$(head -n 1 "$DEMO_DIR/data/benchmark/ml-100k/test.jsonl" | python -c 'import json,sys; print(json.load(sys.stdin)["user_id"])')
 recgpt recommend --model "$DEMO_DIR/fine-tuning/hf/huggingface/final" --data "$DEMO_DIR/data" --user "$user" --k 10 >&2
 
 step "done in $(( $(date +%s) - started ))s; the report:"

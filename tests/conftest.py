@@ -39,18 +39,23 @@ def tokenizer(tokenizer_dir: Path):
     return AutoTokenizer.from_pretrained(str(tokenizer_dir))
 
 
+def movielens_config(output: Path, **overrides: object):
+    """configs/data/movielens-100k.yaml shrunk: 40 users, a 512-token tokenizer, 128-token documents."""
+    from recgpt.config import load_config
+    from recgpt.data.prepare import PrepareConfig
+
+    values = {"output": str(output), "max_users": 40, "max_seq_len": 128, "tokenizer.train_vocab_size": 512}
+    values.update(overrides)
+    return load_config(
+        PrepareConfig, ROOT / "configs" / "data" / "movielens-100k.yaml", [f"{k}={v}" for k, v in values.items()]
+    )
+
+
 @pytest.fixture(scope="session")
 def prepared(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """MovieLens-100K prepared for 40 users (seeded choice) with a 512-token tokenizer: the data folder."""
-    from recgpt.data.prepare import PrepareConfig, TokenizerConfig, prepare
+    """MovieLens-100K prepared by the demo's data config for 40 users (a seeded choice): the data folder."""
+    from recgpt.data.prepare import prepare
 
     output = tmp_path_factory.mktemp("prepared") / "data"
-    config = PrepareConfig(
-        output=str(output),
-        max_users=40,
-        examples_per_user=2,
-        max_seq_len=128,
-        tokenizer=TokenizerConfig(train_vocab_size=512),
-    )
-    prepare(config)
+    prepare(movielens_config(output))
     return output

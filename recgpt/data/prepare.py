@@ -1,77 +1,87 @@
-"""``recgpt data prepare``: raw logs -> cleaned histories -> leave-one-out split -> corpus, instructions, benchmark.
+"""``recgpt data prepare``: raw dumps -> RecGPT corpus, instruction data and benchmark splits, out of core.
 
-Output layout (under ``output``)::
+Stages: each source's adapter streams into Parquet (``ingest``); DuckDB cleans, splits and orders everything
+under a memory limit (``engine``); one user at a time is written out (``outputs``); a leak check proves no
+held-out event reached training text; the corpus is tokenized into MDS shards. Output layout (``output``)::
 
-    items.jsonl                   the catalogue: item_id, title, attributes, text (its identifying line)
-    pretraining/corpus.jsonl      {"text"}: one document per user, training events only
-    pretraining/mds/              the same documents as MDS shards of concatenated tokens (``text`` loader)
-    instruct/train.jsonl          {"prompt","response"}: both tasks, RecGPT's released format
-    instruct/validation.jsonl     {"prompt","response"}: the validation events, for eval loss
-    benchmark/train.jsonl         {"user_id","item_ids","ratings"}: training events (popularity, global mean)
-    benchmark/{validation,test}.jsonl   evaluation rows: task, prompt, response, target, history item ids
-    tokenizer/                    the BPE tokenizer, when the config trains one
-    manifest.json                 counts, rejects by reason, the config and a content hash
+    pretraining/corpus.jsonl           {"text"}: one document per pre-training user or chunk (benchmark training
+                                       events included, as RecGPT did), sources mixed by their weights
+    pretraining/mds/                   the documents as MDS shards of concatenated tokens (llm-foundry ``text``)
+    instruct/train.jsonl               {"prompt","response"}: both tasks, RecGPT's released format, shuffled
+    instruct/validation.jsonl          {"prompt","response"}: benchmark validation rows, for eval loss
+    benchmark/<source>/items.jsonl     the source's catalogue: item_id, title, attributes, text
+    benchmark/<source>/train.jsonl     training events per user (baselines)
+    benchmark/<source>/{validation,test}.jsonl   evaluation rows (next_item and rating tasks)
+    tokenizer/                         the BPE tokenizer, when the config trains one
+    rejects.jsonl                      every skipped row: source, file, line, reason, field, excerpt
+    manifest.json                      rows in/out and rejects per source, users, items, tokens, config, content hash
+
+The folder is replaced atomically: a run that fails or is killed leaves the previous output (or none).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import logging
-import random
-from collections.abc import Iterator, Mapping, Sequence
+import re
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from recgpt.data.clean import clean
-from recgpt.data.corpus import write_jsonl, write_mds_shards
-from recgpt.data.records import MOVIELENS, Domain, Interaction, Item, SourceData
-from recgpt.data.render import (
-    NEXT_ITEM_TASK,
-    RATING_TASK,
-    next_item_example,
-    rating_example,
-    render_document,
-    render_event,
-    render_item,
-    render_prompt,
-)
-from recgpt.data.sources.recbole import load_recbole, packaged_movielens_100k
-from recgpt.data.splits import LeaveOneOut, build_histories, check_no_leakage, leave_one_out
+from recgpt.data.corpus import write_mds_shards
+from recgpt.data.engine import PROTOCOLS, Engine, LeakageError, SourcePlan
+from recgpt.data.ingest import IngestResult, ingest_source
+from recgpt.data.outputs import CorpusWriter, OutputSettings
+from recgpt.data.render import HISTORY_HEADER, NEXT_ITEM_TASK, RATING_TASK, render_prompt
+from recgpt.data.sources.readers import Limits
+from recgpt.data.sources.recbole import atomic_paths, packaged_movielens_100k
+from recgpt.encoding import fit_prompt_text
 from recgpt.files import atomic_directory, tree_digest
 
 log = logging.getLogger(__name__)
 
-DOMAINS = {MOVIELENS.name: MOVIELENS}
+_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
 
 
 @dataclass
 class SourceConfig:
-    """Where the interaction logs come from.
+    """One source of a corpus (``sources:`` list of a data config).
 
     Attributes:
-        format: The adapter; ``recbole`` reads RecBole atomic files.
-        path: The folder of the files; null reads the MovieLens-100K that ships inside the recbole wheel.
-        dataset: The atomic files' stem.
-        domain: The wording of histories (``movielens``).
+        name: A unique name (letters, digits, ``_.-``); benchmark files go under ``benchmark/<name>``.
+        format: The adapter (``recgpt.data.sources.ADAPTERS``), e.g. ``amazon2018``, ``movielens-1m``, ``generic``.
+        paths: The adapter's files by role, e.g. ``{reviews: ..., meta: ...}``. For ``recbole`` an empty map
+            reads the MovieLens-100K inside the recbole wheel.
+        options: Adapter options (e.g. ``{category: books}`` for Amazon, the column map of ``generic``).
+        weight: Pre-training mixing weight (documents repeated ``floor(w)`` times plus a seeded ``frac(w)`` share).
+        benchmark: Evaluation protocols, ``leave_one_out`` and/or ``random_80_10_10``; empty for a corpus source.
+        finetune_on_train: Also make instruction rows from this benchmark's training events (RecGPT did not; the
+            demo does, as MovieLens-100K alone has no separate fine-tuning users).
+        exclude_users_of: Sources whose users are removed from this one (a newer release overlapping an older
+            benchmark release, e.g. Amazon 2018 users who are in the Amazon 2014 benchmark).
     """
 
-    format: str = "recbole"
-    path: str | None = None
-    dataset: str = "ml-100k"
-    domain: str = "movielens"
+    name: str = "???"
+    format: str = "???"
+    paths: dict[str, str] = field(default_factory=dict)
+    options: dict[str, Any] = field(default_factory=dict)
+    weight: float = 1.0
+    benchmark: list[str] = field(default_factory=list)
+    finetune_on_train: bool = False
+    exclude_users_of: list[str] = field(default_factory=list)
 
 
 @dataclass
 class TokenizerConfig:
-    """The tokenizer the MDS shards are written with (it must be the recipe's).
+    """The tokenizer of chunking and MDS shards (it must be the training recipe's).
 
     Attributes:
-        train_vocab_size: Train a byte-level BPE tokenizer of this size on the corpus and save it under
-            ``output/tokenizer``; null to use ``name`` instead.
-        name: An existing tokenizer (folder or hub id) when ``train_vocab_size`` is null.
+        train_vocab_size: Train a byte-level BPE tokenizer of this size on the corpus lines and save it under
+            ``output/tokenizer``; null to use ``name``.
+        name: An existing tokenizer (folder or hub id) when ``train_vocab_size`` is null, e.g.
+            ``EleutherAI/gpt-neox-20b`` for the 7B recipes.
     """
 
     train_vocab_size: int | None = 4096
@@ -84,186 +94,96 @@ class PrepareConfig:
 
     Attributes:
         output: The output folder, replaced atomically.
-        source: The interaction logs.
+        sources: The sources.
         min_user_interactions: Users with fewer events are dropped (RecGPT: 5).
-        max_users: Keep this many users, chosen by a seeded hash of their ids (null keeps all); for quick runs.
-        examples_per_user: Instruction examples per task per user, from the most recent training events back
-            (RecGPT: 1).
-        max_seq_len: Tokens per MDS sample; the pre-training recipe's ``max_seq_len``.
-        tokenizer: The tokenizer for the MDS shards.
-        seed: Seeds user sampling and the shuffling of instruction rows.
+        finetune_fraction: Share of each corpus source's users kept for fine-tuning (RecGPT: 0.005).
+        examples_per_user: Instruction examples per task per fine-tuning user or chunk (RecGPT: 1).
+        max_seq_len: Token budget of a document (longer histories are chunked) and MDS sample length; the
+            pre-training recipe's ``max_seq_len``.
+        tokenizer: The tokenizer.
+        max_reject_fraction: A source whose rejected rows exceed this share of its rows fails the run.
+        max_field_chars: A title or review longer than this is rejected.
+        memory_limit: DuckDB's memory limit; beyond it, work spills to disk.
+        threads: DuckDB threads (null: all cores).
+        max_users: Keep this many users per source, a seeded sample (null keeps all); for quick runs.
+        seed: Seeds every hash-based choice (user split, random split, weights, sampling, shuffling).
     """
 
-    output: str = "artifacts/demo/data"
-    source: SourceConfig = field(default_factory=SourceConfig)
+    output: str = "artifacts/corpus"
+    sources: list[SourceConfig] = field(default_factory=list)
     min_user_interactions: int = 5
-    max_users: int | None = None
+    finetune_fraction: float = 0.005
     examples_per_user: int = 1
-    max_seq_len: int = 512
+    max_seq_len: int = 2048
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
+    max_reject_fraction: float = 0.01
+    max_field_chars: int = 20_000
+    memory_limit: str = "2GB"
+    threads: int | None = None
+    max_users: int | None = None
     seed: int = 17
 
 
-def load_source(config: SourceConfig) -> SourceData:
-    """Read the configured source into canonical records."""
-    if config.domain not in DOMAINS:
-        raise ValueError(f"source.domain: unknown domain {config.domain!r}; choose one of {sorted(DOMAINS)}")
-    if config.format != "recbole":
-        raise ValueError(f"source.format: unknown format {config.format!r}; choose 'recbole'")
-    folder = Path(config.path) if config.path is not None else packaged_movielens_100k()
-    if not (folder / f"{config.dataset}.inter").is_file():
-        raise FileNotFoundError(f"source.path: {folder / (config.dataset + '.inter')} does not exist")
-    return load_recbole(folder, config.dataset, DOMAINS[config.domain])
+def validate(config: PrepareConfig) -> None:
+    """Check what the schema cannot: names, protocols, references. Errors name the key."""
+    if not config.sources:
+        raise ValueError("sources: list at least one source")
+    names = [source.name for source in config.sources]
+    for index, source in enumerate(config.sources):
+        where = f"sources[{index}]"
+        if not _NAME.match(source.name):
+            raise ValueError(f"{where}.name: {source.name!r} must use letters, digits, '_', '.', '-'")
+        unknown = sorted(set(source.benchmark) - set(PROTOCOLS))
+        if unknown:
+            raise ValueError(f"{where}.benchmark: unknown protocol(s) {unknown}; choose from {list(PROTOCOLS)}")
+        if source.weight < 0:
+            raise ValueError(f"{where}.weight: must be >= 0, got {source.weight}")
+        missing = sorted(set(source.exclude_users_of) - set(names))
+        if missing:
+            raise ValueError(f"{where}.exclude_users_of: unknown source(s) {missing}")
+    if len(set(names)) != len(names):
+        raise ValueError(f"sources: names must be unique, got {names}")
+    if not 0.0 <= config.finetune_fraction <= 1.0:
+        raise ValueError(f"finetune_fraction: must be in [0, 1], got {config.finetune_fraction}")
 
 
-def select_users(
-    histories: dict[str, list[Interaction]], max_users: int | None, seed: int
-) -> dict[str, list[Interaction]]:
-    """Keep ``max_users`` users chosen by a seeded hash of their ids (all users when None), in original order."""
-    if max_users is None or max_users >= len(histories):
-        return histories
-    ranked = sorted(histories, key=lambda user: hashlib.sha256(f"{seed}:{user}".encode()).hexdigest())
-    chosen = set(ranked[:max_users])
-    return {user: events for user, events in histories.items() if user in chosen}
+def source_paths(source: SourceConfig) -> dict[str, Path]:
+    """The source's file paths; an empty ``recbole`` map means the MovieLens-100K inside the recbole wheel."""
+    if source.format == "recbole" and not source.paths:
+        return atomic_paths(packaged_movielens_100k(), "ml-100k")
+    return {role: Path(path) for role, path in source.paths.items()}
 
 
-def training_examples(
-    domain: Domain, items: Mapping[str, Item], history: Sequence[Interaction], per_user: int
-) -> Iterator[tuple[dict[str, str], Sequence[Interaction]]]:
-    """Instruction rows from one user's training events, with the events each row was rendered from.
-
-    For each end ``e`` (the whole history, then one event shorter, ``per_user`` times), as in RecGPT: the
-    next-item row shows events ``1..e-1`` and answers event ``e``; the rating row shows events ``1..e-1`` with
-    the rating of event ``e-1`` removed and answers it.
-    """
-    for end in range(len(history), max(len(history) - per_user, 1), -1):
-        shown = history[: end - 1]
-        yield (
-            next_item_example(domain, [items[e.item_id] for e in shown], items[history[end - 1].item_id]),
-            history[:end],
+def _ingest(config: PrepareConfig, work: Path) -> dict[str, IngestResult]:
+    limits = Limits(max_field_chars=config.max_field_chars)
+    results = {}
+    for source in config.sources:
+        log.info("ingesting %s (%s)", source.name, source.format)
+        result = ingest_source(
+            source.name,
+            source.format,
+            source_paths(source),
+            dict(source.options),
+            work / "sources" / source.name,
+            limits,
         )
-        if shown[-1].rating is not None:
-            yield rating_example(domain, [(items[e.item_id], e) for e in shown]), shown
+        rejected = sum(result.rejects.values())
+        seen = result.items + result.interactions + rejected
+        if seen == 0:
+            raise ValueError(f"source '{source.name}': its files hold no rows")
+        if rejected / seen > config.max_reject_fraction:
+            raise ValueError(
+                f"source '{source.name}': {rejected} of {seen} rows rejected ({dict(result.rejects)}), more than "
+                f"max_reject_fraction {config.max_reject_fraction}; see {result.folder / 'rejects.jsonl'}"
+            )
+        results[source.name] = result
+    return results
 
 
-def benchmark_rows(
-    domain: Domain, items: Mapping[str, Item], split: LeaveOneOut, name: str
-) -> Iterator[dict[str, Any]]:
-    """Evaluation rows of one held-out split: a next-item row and (if rated) a rating row per user."""
-    for user in split.train:
-        history, target = split.history_before(user, name), split.target(user, name)
-        example = next_item_example(domain, [items[e.item_id] for e in history], items[target.item_id])
-        yield {
-            "user_id": user,
-            "task": "next_item",
-            **example,
-            "target_item_id": target.item_id,
-            "history_item_ids": [e.item_id for e in history],
-        }
-        if target.rating is not None:
-            example = rating_example(domain, [(items[e.item_id], e) for e in [*history, target]])
-            yield {
-                "user_id": user,
-                "task": "rating",
-                **example,
-                "target_item_id": target.item_id,
-                "target_rating": target.rating,
-            }
+def _tokenizer(config: PrepareConfig, engine: Engine, root: Path) -> Any:
+    """The configured tokenizer, or one trained on the corpus lines and the fixed template.
 
-
-def prepare(config: PrepareConfig) -> Path:
-    """Run the whole preparation and write every output atomically; returns the manifest's path."""
-    output = Path(config.output)
-    log.info("reading source %s (%s)", config.source.dataset, config.source.path or "packaged with recbole")
-    data = clean(load_source(config.source), config.min_user_interactions)
-    histories = select_users(build_histories(data.interactions), config.max_users, config.seed)
-    split = leave_one_out(histories)
-    domain, items = data.domain, data.items
-    log.info(
-        "%d users, %d items, %d interactions after cleaning",
-        len(histories),
-        len(items),
-        sum(len(h) for h in histories.values()),
-    )
-
-    documents = [
-        (render_document(domain, [render_event(items[e.item_id], e, domain.rating_scale) for e in events]), events)
-        for events in split.train.values()
-    ]
-    instructions = [
-        pair
-        for events in split.train.values()
-        for pair in training_examples(domain, items, events, config.examples_per_user)
-    ]
-    checked = check_no_leakage([events for _, events in documents] + [events for _, events in instructions], split)
-    log.info("leak check passed: %d training texts hold no validation or test interaction", checked)
-    train_rows = [row for row, _ in instructions]
-    random.Random(config.seed).shuffle(train_rows)
-
-    with atomic_directory(output) as staging:
-        counts = _write_outputs(staging, config, domain, items, split, [d for d, _ in documents], train_rows)
-        manifest = {
-            "config": dataclasses.asdict(config),
-            "domain": dataclasses.asdict(domain),
-            "source": {"rows_read": data.rows_read, "rejects": dict(sorted(data.rejects.items()))},
-            "users": len(histories),
-            "items": len(items),
-            "interactions": sum(len(h) for h in histories.values()),
-            "leak_check": {"training_texts": checked, "passed": True},
-            **counts,
-            "content_sha256": tree_digest(staging),
-        }
-        (staging / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
-    log.info("wrote %s (content sha256 %s)", output, manifest["content_sha256"][:16])
-    return output / "manifest.json"
-
-
-def _write_outputs(
-    root: Path,
-    config: PrepareConfig,
-    domain: Domain,
-    items: Mapping[str, Item],
-    split: LeaveOneOut,
-    documents: list[str],
-    train_rows: list[dict[str, str]],
-) -> dict[str, Any]:
-    counts: dict[str, Any] = {}
-    counts["catalogue_rows"] = write_jsonl(
-        (
-            {"item_id": i.item_id, "title": i.title, "attributes": dict(i.attributes), "text": render_item(i, domain)}
-            for i in items.values()
-        ),
-        root / "items.jsonl",
-    )
-    write_jsonl(({"text": text} for text in documents), root / "pretraining" / "corpus.jsonl")
-    counts["instruct"] = {"train": write_jsonl(train_rows, root / "instruct" / "train.jsonl")}
-    validation = list(benchmark_rows(domain, items, split, "validation"))
-    counts["instruct"]["validation"] = write_jsonl(
-        ({"prompt": r["prompt"], "response": r["response"]} for r in validation), root / "instruct" / "validation.jsonl"
-    )
-    counts["benchmark"] = {
-        "train": write_jsonl(
-            (
-                {"user_id": u, "item_ids": [e.item_id for e in events], "ratings": [e.rating for e in events]}
-                for u, events in split.train.items()
-            ),
-            root / "benchmark" / "train.jsonl",
-        ),
-        "validation": write_jsonl(validation, root / "benchmark" / "validation.jsonl"),
-        "test": write_jsonl(benchmark_rows(domain, items, split, "test"), root / "benchmark" / "test.jsonl"),
-    }
-    tokenizer = _tokenizer(root, config, documents)
-    log.info("writing MDS shards of %d-token samples", config.max_seq_len)
-    counts["pretraining"] = write_mds_shards(documents, tokenizer, root / "pretraining" / "mds", config.max_seq_len)
-    counts["tokenizer_vocab_size"] = len(tokenizer)
-    return counts
-
-
-def _tokenizer(root: Path, config: PrepareConfig, documents: list[str]) -> Any:
-    """The configured tokenizer, or one trained on the pre-training documents and the prompt template.
-
-    Only the corpus and the fixed template shape the vocabulary, so instruction settings (e.g.
-    ``examples_per_user``) never change it and a pre-trained checkpoint stays usable across them.
+    Only training lines and the template shape the vocabulary, so instruction settings never change it.
     """
     from transformers import AutoTokenizer
 
@@ -273,8 +193,150 @@ def _tokenizer(root: Path, config: PrepareConfig, documents: list[str]) -> Any:
         return AutoTokenizer.from_pretrained(config.tokenizer.name)
     from recgpt.data.tokenizer import train_bpe_tokenizer
 
-    log.info("training a %d-token BPE tokenizer on the corpus", config.tokenizer.train_vocab_size)
-    template = render_prompt(f"{NEXT_ITEM_TASK}\n{RATING_TASK}")
-    texts = [*documents, *[template] * max(1, len(documents) // 10)]
-    train_bpe_tokenizer(texts, config.tokenizer.train_vocab_size, root / "tokenizer", config.max_seq_len)
+    log.info("training a %d-token BPE tokenizer on the corpus lines", config.tokenizer.train_vocab_size)
+    template = [render_prompt(f"{NEXT_ITEM_TASK}\n{RATING_TASK}\n{HISTORY_HEADER}")] * 100
+    train_bpe_tokenizer(
+        iter([*template, *engine.training_lines()]),
+        config.tokenizer.train_vocab_size,
+        root / "tokenizer",
+        config.max_seq_len,
+    )
     return AutoTokenizer.from_pretrained(str(root / "tokenizer"))
+
+
+def token_counter(tokenizer: Any, cache_size: int = 1_000_000) -> Any:
+    """``count(lines) -> token counts``, batched on the Rust tokenizer where there is one, with a bounded cache.
+
+    Histories repeat lines (the same movie rated the same way by many users), so most counts are cache hits.
+    """
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    cache: dict[str, int] = {}
+
+    def count(lines: list[str]) -> list[int]:
+        missing = [line for line in dict.fromkeys(lines) if line not in cache]
+        if missing:
+            if len(cache) + len(missing) > cache_size:
+                cache.clear()
+            if backend is not None:
+                lengths = [len(encoding.ids) for encoding in backend.encode_batch(missing, add_special_tokens=False)]
+            else:
+                lengths = [len(ids) for ids in tokenizer(missing, add_special_tokens=False)["input_ids"]]
+            cache.update(zip(missing, lengths, strict=True))
+        return [cache[line] for line in lines]
+
+    return count
+
+
+def _shuffle_lines(engine: Engine, source: Path, target: Path, seed: int) -> int:
+    """Write ``source``'s lines to ``target`` in a seeded order (an MD5 of each line), sorted out of core.
+
+    JSON lines hold no raw control characters, so the unit separator (0x1f) never splits one.
+    """
+    target.parent.mkdir(parents=True, exist_ok=True)
+    count = 0
+    with target.open("w", encoding="utf-8") as handle:
+        if source.exists() and source.stat().st_size:
+            reader = engine.stream(
+                f"SELECT line FROM read_csv('{source}', columns={{'line': 'VARCHAR'}}, delim='\x1f', header=false, "
+                f"quote='', escape='', auto_detect=false) ORDER BY md5('{seed}|' || line), line"
+            )
+            for batch in reader:
+                for line in batch.column(0).to_pylist():
+                    handle.write(line + "\n")
+                    count += 1
+    source.unlink(missing_ok=True)
+    return count
+
+
+def prepare(config: PrepareConfig) -> Path:
+    """Run the whole preparation and write every output atomically; returns the manifest's path."""
+    validate(config)
+    output = Path(config.output)
+    with atomic_directory(output) as root:
+        work = root / ".work"
+        ingested = _ingest(config, work)
+        plans = [
+            SourcePlan(
+                s.name, ingested[s.name].folder, ingested[s.name].domain, tuple(s.benchmark), tuple(s.exclude_users_of)
+            )
+            for s in config.sources
+        ]
+        engine = Engine(work / "db", config.memory_limit, config.threads)
+        try:
+            engine.load(plans, config.min_user_interactions, config.finetune_fraction, config.seed, config.max_users)
+            manifest = _write(config, engine, root, ingested)
+        finally:
+            engine.close()
+        shutil.rmtree(work)
+        manifest["content_sha256"] = tree_digest(root)
+        (root / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    log.info("wrote %s (content sha256 %s)", output, manifest["content_sha256"][:16])
+    return output / "manifest.json"
+
+
+def _write(config: PrepareConfig, engine: Engine, root: Path, ingested: dict[str, IngestResult]) -> dict[str, Any]:
+    tokenizer = _tokenizer(config, engine, root)
+
+    count_tokens = token_counter(tokenizer)
+
+    settings = OutputSettings(
+        examples_per_user=config.examples_per_user,
+        max_seq_len=config.max_seq_len,
+        weights={s.name: s.weight for s in config.sources},
+        finetune_on_benchmark=frozenset(s.name for s in config.sources if s.finetune_on_train and s.benchmark),
+        seed=config.seed,
+    )
+
+    def fit(prompt: str) -> str:
+        return fit_prompt_text(tokenizer, prompt, config.max_seq_len)[1]
+
+    domains = {name: result.domain for name, result in ingested.items()}
+    writer = CorpusWriter(root, domains, settings, count_tokens, fit)
+    try:
+        for history in engine.histories():
+            writer.write(history)
+    finally:
+        writer.close()
+    leaked = engine.leaked(root / "trained_keys.parquet")
+    if leaked:
+        raise LeakageError(f"held-out events reached training text (source, user, order, split): {leaked}")
+    checked = engine.scalar(f"SELECT count(*) FROM read_parquet('{root / 'trained_keys.parquet'}')")
+    (root / "trained_keys.parquet").unlink()
+    rows = _shuffle_lines(
+        engine, root / "instruct" / "train.unshuffled.jsonl", root / "instruct" / "train.jsonl", config.seed
+    )
+    for source in config.sources:
+        if source.benchmark:
+            path = root / "benchmark" / source.name / "items.jsonl"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with path.open("w", encoding="utf-8") as handle:
+                for row in engine.item_rows(source.name):
+                    handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+    with (root / "rejects.jsonl").open("w", encoding="utf-8") as handle:
+        for result in ingested.values():
+            handle.write((result.folder / "rejects.jsonl").read_text(encoding="utf-8"))
+    log.info("writing MDS shards of %d-token samples", config.max_seq_len)
+    corpus = root / "pretraining" / "corpus.jsonl"
+    corpus.parent.mkdir(parents=True, exist_ok=True)
+    corpus.touch()
+    with corpus.open(encoding="utf-8") as handle:
+        documents = (json.loads(line)["text"] for line in handle)
+        mds = write_mds_shards(documents, tokenizer, root / "pretraining" / "mds", config.max_seq_len)
+    return {
+        "config": dataclasses.asdict(config),
+        "sources": {
+            name: {
+                "domain": dataclasses.asdict(result.domain),
+                "items_read": result.items,
+                "interactions_read": result.interactions,
+                "rejects": dict(sorted(result.rejects.items())),
+                **engine.counts[name],
+                **dict(sorted(writer.counts[name].items())),
+            }
+            for name, result in ingested.items()
+        },
+        "leak_check": {"training_events_checked": checked, "held_out_found": 0, "passed": True},
+        "instruct": {"train": rows},
+        "pretraining": mds,
+        "tokenizer_vocab_size": len(tokenizer),
+    }

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 
 @dataclass(frozen=True)
@@ -64,22 +63,3 @@ class Domain:
 
 
 MOVIELENS = Domain(name="movielens", noun="movies/shows", rating_scale=5.0, identifying=())
-
-
-@dataclass
-class SourceData:
-    """What a source adapter read.
-
-    Attributes:
-        domain: How the source's histories are worded.
-        items: The catalogue, by item id (untitled items already removed).
-        interactions: Events in file order (``Interaction.order`` is the row number).
-        rejects: Rows skipped, by reason (e.g. ``{"untitled_item": 1}``).
-        rows_read: Data rows read from the interaction file.
-    """
-
-    domain: Domain
-    items: dict[str, Item]
-    interactions: list[Interaction]
-    rejects: Counter[str] = field(default_factory=Counter)
-    rows_read: int = 0

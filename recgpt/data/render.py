@@ -20,7 +20,10 @@ RATING_TASK = "Predict rating for the last item."
 HISTORY_HEADER = "Given the interaction history of a user with {noun} as follows:"
 FIELD_SEPARATOR = "; "
 
-_WHITESPACE = re.compile(r"\s+")
+# ASCII whitespace only, the same class in Python and in DuckDB's RE2 (``sql_event_line``), so both engines
+# write byte-identical lines.
+WHITESPACE_CLASS = "[ \t\n\r\f\v]+"
+_WHITESPACE = re.compile(WHITESPACE_CLASS)
 _RATING = re.compile(r"(-?\d+(?:\.\d+)?)(?:\s*/\s*(\d+(?:\.\d+)?))?")
 
 
@@ -112,6 +115,41 @@ def render_event(item: Item, event: Interaction, scale: float, *, hide_rating: b
     return f"{line}{FIELD_SEPARATOR}Rating: {format_rating(event.rating, scale)}"
 
 
+def render_item_prefix(item: Item) -> str:
+    """The part of an item's full line that does not depend on the interaction: title and every attribute.
+
+    ``render_event`` is this prefix, then the review and rating fields; the DuckDB engine stores the prefix per
+    item and appends the rest in SQL (``sql_event_line``).
+
+    Example:
+        >>> render_item_prefix(Item("6", "Heat (1995)", (("Genres", "Action"),)))
+        'Title: Heat (1995); Genres: Action'
+    """
+    return render_fields([("Title", item.title), *item.attributes])
+
+
+def sql_event_line(prefix: str, review: str, rating: str, scale: float) -> str:
+    """A DuckDB SQL expression writing ``render_event``'s line from column expressions, byte for byte.
+
+    Args:
+        prefix: SQL of the item prefix (``render_item_prefix``).
+        review: SQL of the review text (may be NULL).
+        rating: SQL of the rating (may be NULL).
+        scale: The domain's rating scale.
+
+    A test compares this expression with ``render_event`` on generated rows.
+    """
+    cleaned = f"trim(regexp_replace({review}, '{WHITESPACE_CLASS}', ' ', 'g'))"
+    review_part = (
+        f"CASE WHEN {review} IS NULL OR {cleaned} = '' THEN '' ELSE '{FIELD_SEPARATOR}Review: ' || {cleaned} END"
+    )
+    rating_part = (
+        f"CASE WHEN {rating} IS NULL THEN '' ELSE "
+        f"'{FIELD_SEPARATOR}Rating: ' || printf('%.1f/%.1f', {rating}, {float(scale)}) END"
+    )
+    return f"({prefix} || {review_part} || {rating_part})"
+
+
 def render_document(domain: Domain, lines: Sequence[str]) -> str:
     """A pre-training document: the history header, then one line per item, oldest first.
 
@@ -193,9 +231,18 @@ def next_item_example(domain: Domain, history: Sequence[Item], target: Item) -> 
         >>> row["prompt"].splitlines()[-3:], row["response"]
         (['Title: b', '', '### Response:'], 'Title: c')
     """
-    lines = [render_item(item, domain) for item in history]
-    prompt = render_prompt(render_instruction(NEXT_ITEM_TASK, domain, lines))
-    return {"prompt": prompt, "response": render_item(target, domain)}
+    return next_item_row(domain, [render_item(item, domain) for item in history], render_item(target, domain))
+
+
+def next_item_row(domain: Domain, lines: Sequence[str], response: str) -> dict[str, str]:
+    """A next-item row from already rendered item lines (``render_item``) and the target's line."""
+    return {"prompt": render_prompt(render_instruction(NEXT_ITEM_TASK, domain, lines)), "response": response}
+
+
+def rating_row(domain: Domain, lines: Sequence[str], hidden: str, rating: float) -> dict[str, str]:
+    """A rating row from rendered full lines, the target's line ending in ``Rating:``, and its rating."""
+    prompt = render_prompt(render_instruction(RATING_TASK, domain, [*lines, hidden]))
+    return {"prompt": prompt, "response": format_rating(rating, domain.rating_scale)}
 
 
 def rating_example(domain: Domain, history: Sequence[tuple[Item, Interaction]]) -> dict[str, str]:
@@ -213,6 +260,5 @@ def rating_example(domain: Domain, history: Sequence[tuple[Item, Interaction]]) 
     if target_event.rating is None:
         raise ValueError(f"user {target_event.user_id}, item {target_event.item_id}: the rating target has no rating")
     lines = [render_event(item, event, domain.rating_scale) for item, event in shown]
-    lines.append(render_event(target_item, target_event, domain.rating_scale, hide_rating=True))
-    prompt = render_prompt(render_instruction(RATING_TASK, domain, lines))
-    return {"prompt": prompt, "response": format_rating(target_event.rating, domain.rating_scale)}
+    hidden = render_event(target_item, target_event, domain.rating_scale, hide_rating=True)
+    return rating_row(domain, lines, hidden, target_event.rating)

@@ -32,6 +32,8 @@ class EvalConfig:
         model: A Hugging Face causal LM folder (e.g. the fine-tuning run's ``hf/huggingface/final``); null
             evaluates the baselines only.
         data: A folder written by ``recgpt data prepare``.
+        benchmark: The benchmark source to evaluate on (a ``sources[].name`` with ``benchmark`` protocols); null
+            picks the only one.
         split: ``test`` or ``validation``.
         output: Where ``report.json`` and ``predictions.jsonl`` go.
         max_users: Evaluate the first N users of the split only (null: all).
@@ -49,6 +51,7 @@ class EvalConfig:
 
     model: str | None = None
     data: str = "artifacts/demo/data"
+    benchmark: str | None = None
     split: str = "test"
     output: str = "artifacts/demo/eval"
     max_users: int | None = None
@@ -78,6 +81,34 @@ def read_rows(path: Path) -> list[dict[str, Any]]:
     return rows
 
 
+@dataclass(frozen=True)
+class Benchmark:
+    """A prepared benchmark: its folder (``items.jsonl``, ``train.jsonl``, split files) and rating scale."""
+
+    name: str
+    folder: Path
+    rating_scale: float
+
+
+def find_benchmark(data: Path, name: str | None) -> Benchmark:
+    """The benchmark ``name`` of a prepared folder, or its only benchmark when ``name`` is None.
+
+    Raises:
+        ValueError: If the folder has no such benchmark, naming the ones it has.
+    """
+    manifest_path = data / "manifest.json"
+    if not manifest_path.is_file():
+        raise FileNotFoundError(f"data: {data} has no manifest.json; write it with `recgpt data prepare`")
+    manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    names = [s["name"] for s in manifest["config"]["sources"] if s.get("benchmark")]
+    if name is None and len(names) == 1:
+        name = names[0]
+    if name not in names:
+        raise ValueError(f"benchmark: choose one of {names} in {data}, got {name!r}")
+    scale = float(manifest["sources"][name]["domain"]["rating_scale"])
+    return Benchmark(name, data / "benchmark" / name, scale)
+
+
 def _progress(task: str, total: int) -> Callable[[int], None]:
     """A callback that logs ``done/total`` each time another tenth of the users is done."""
     logged = [0]
@@ -96,14 +127,14 @@ def evaluate(config: EvalConfig) -> Path:
     data = Path(config.data)
     if config.split not in {"test", "validation"}:
         raise ValueError(f"split: must be 'test' or 'validation', got {config.split!r}")
-    manifest = json.loads((data / "manifest.json").read_text(encoding="utf-8"))
-    scale = float(manifest["domain"]["rating_scale"])
-    rows = read_rows(data / "benchmark" / f"{config.split}.jsonl")
+    benchmark = find_benchmark(data, config.benchmark)
+    scale = benchmark.rating_scale
+    rows = read_rows(benchmark.folder / f"{config.split}.jsonl")
     users = list(dict.fromkeys(row["user_id"] for row in rows))[: config.max_users]
     chosen = set(users)
     next_rows = [r for r in rows if r["task"] == "next_item" and r["user_id"] in chosen]
     rating_rows = [r for r in rows if r["task"] == "rating" and r["user_id"] in chosen]
-    train = read_rows(data / "benchmark" / "train.jsonl")
+    train = read_rows(benchmark.folder / "train.jsonl")
     popular = MostPopular(row["item_ids"] for row in train)
     mean_rating = global_mean(rating for row in train for rating in row["ratings"])
 
@@ -118,20 +149,22 @@ def evaluate(config: EvalConfig) -> Path:
     predictions: list[dict[str, Any]] = []
     if config.model is not None:
         model_next, model_rating, predictions = _evaluate_model(
-            config, data, next_rows, exclusions, rating_rows, scale, mean_rating
+            config, benchmark.folder, next_rows, exclusions, rating_rows, scale, mean_rating
         )
         next_item = {"recgpt": model_next, **next_item}
         rating = {"recgpt": model_rating, **rating}
     report = {
         "model": config.model,
         "data": str(data),
+        "benchmark": benchmark.name,
         "split": config.split,
         "users": len(users),
         "next_item": next_item,
         "rating": rating,
         "protocol": {
             "next_item": f"{config.num_beams}-beam search, beams grounded to the nearest catalogue item, de-duplicated;"
-            f" full catalogue of {manifest['items']} items; seen items {'excluded' if config.exclude_seen else 'kept'}",
+            f" full catalogue of {_count_lines(benchmark.folder / 'items.jsonl')} items;"
+            f" seen items {'excluded' if config.exclude_seen else 'kept'}",
             "rating": (
                 f"sampled (temperature {config.temperature}, top-p {config.top_p}, top-k {config.top_k})"
                 if config.rating_sampling
@@ -147,13 +180,18 @@ def evaluate(config: EvalConfig) -> Path:
     return path
 
 
+def _count_lines(path: Path) -> int:
+    with path.open(encoding="utf-8") as handle:
+        return sum(1 for _ in handle)
+
+
 def _rating_metrics(predictions: Sequence[float], targets: Sequence[float]) -> dict[str, float]:
     return {"RMSE": rmse(predictions, targets), "MAE": mae(predictions, targets)}
 
 
 def _evaluate_model(
     config: EvalConfig,
-    data: Path,
+    folder: Path,
     next_rows: list[dict[str, Any]],
     exclusions: list[set[str]],
     rating_rows: list[dict[str, Any]],
@@ -166,7 +204,7 @@ def _evaluate_model(
 
     model, tokenizer = load_model(config.model)  # type: ignore[arg-type]
     log.info("embedding the catalogue for grounding")
-    index = CatalogIndex(*load_catalog(data / "items.jsonl"), TextEmbedder(config.embedding_model))
+    index = CatalogIndex(*load_catalog(folder / "items.jsonl"), TextEmbedder(config.embedding_model))
     log.info("next item: %d-beam search for %d users", config.num_beams, len(next_rows))
     beams = generate(
         model,

@@ -51,7 +51,13 @@ def rank_catalog_items(
 
 
 def recommend_for_user(
-    model_dir: Path, data_dir: Path, user_id: str, k: int = 10, split: str = "test", num_beams: int | None = None
+    model_dir: Path,
+    data_dir: Path,
+    user_id: str,
+    k: int = 10,
+    split: str = "test",
+    num_beams: int | None = None,
+    benchmark: str | None = None,
 ) -> dict[str, Any]:
     """Top-``k`` recommendations for a user of a prepared benchmark split, from their history before ``split``.
 
@@ -66,18 +72,15 @@ def recommend_for_user(
         ValueError: If the user has no next-item row in the split.
     """
     from recgpt.evaluation.grounding import TextEmbedder, load_catalog
-    from recgpt.evaluation.runner import read_rows
+    from recgpt.evaluation.runner import find_benchmark, read_rows
     from recgpt.inference.generate import generate, load_model
 
-    rows = [
-        r
-        for r in read_rows(data_dir / "benchmark" / f"{split}.jsonl")
-        if r["user_id"] == user_id and r["task"] == "next_item"
-    ]
+    folder = find_benchmark(data_dir, benchmark).folder
+    rows = [r for r in read_rows(folder / f"{split}.jsonl") if r["user_id"] == user_id and r["task"] == "next_item"]
     if not rows:
-        raise ValueError(f"--user {user_id}: no next-item row in {data_dir / 'benchmark' / (split + '.jsonl')}")
+        raise ValueError(f"--user {user_id}: no next-item row in {folder / (split + '.jsonl')}")
     row = rows[0]
-    item_ids, texts = load_catalog(data_dir / "items.jsonl")
+    item_ids, texts = load_catalog(folder / "items.jsonl")
     index = CatalogIndex(item_ids, texts, TextEmbedder())
     model, tokenizer = load_model(model_dir)
     beams = num_beams or 2 * k

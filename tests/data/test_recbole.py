@@ -1,11 +1,13 @@
-"""The RecBole atomic reader on a fixture in RecBole's schema, and on the MovieLens-100K that ships in its wheel."""
+"""The RecBole atomic adapter on a fixture in RecBole's schema, and on the MovieLens-100K inside its wheel."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from recgpt.data.records import MOVIELENS
-from recgpt.data.sources.recbole import load_recbole, packaged_movielens_100k, read_atomic
+from recgpt.data.sources import adapter
+from recgpt.data.sources.readers import Limits
+from recgpt.data.sources.recbole import atomic_paths, packaged_movielens_100k, read_atomic
+from tests.data.collect import CollectSink
 
 
 def write_fixture(folder: Path) -> None:
@@ -30,6 +32,12 @@ def write_fixture(folder: Path) -> None:
     )
 
 
+def read(paths: dict[str, Path]) -> CollectSink:
+    sink = CollectSink()
+    adapter("recbole").load()(paths, sink, {}, Limits())
+    return sink
+
+
 def test_read_atomic_strips_types_and_flags_malformed_rows(tmp_path: Path):
     write_fixture(tmp_path)
     rows = list(read_atomic(tmp_path / "tiny.inter"))
@@ -37,32 +45,34 @@ def test_read_atomic_strips_types_and_flags_malformed_rows(tmp_path: Path):
     assert rows[-1] == (8, {"__malformed__": "8\t1\n"})
 
 
-def test_load_recbole_builds_titles_genres_and_counts_rejects(tmp_path: Path):
+def test_recbole_builds_titles_genres_and_rejects_with_lines(tmp_path: Path):
     write_fixture(tmp_path)
-    data = load_recbole(tmp_path, "tiny", MOVIELENS)
-    assert data.items["1"].title == "Toy Story (1995)"
-    assert data.items["1"].attributes == (("Genres", "Animation, Children's, Comedy"),)
-    assert data.items["3"].title == "Misérables, Les (1995)"
-    assert "2" not in data.items
-    assert [(e.user_id, e.item_id, e.rating, e.order) for e in data.interactions] == [
+    sink = read(atomic_paths(tmp_path, "tiny"))
+    assert sink.items["1"].title == "Toy Story (1995)"
+    assert sink.items["1"].attributes == (("Genres", "Animation, Children's, Comedy"),)
+    assert sink.items["3"].title == "Misérables, Les (1995)"
+    assert "2" not in sink.items
+    # Item 2 exists in the file (untitled): its event is delivered and dropped later, as an unknown item.
+    assert [(e.user_id, e.item_id, e.rating, e.order) for e in sink.events] == [
         ("7", "1", 4.0, 2),
+        ("7", "2", 3.0, 3),
         ("8", "3", 5.0, 7),
     ]
-    assert data.rows_read == 7
-    assert dict(data.rejects) == {
-        "untitled_item": 1,
-        "malformed_item_row": 1,
-        "unknown_or_untitled_item": 1,
-        "rating_out_of_range": 1,
-        "invalid_rating": 1,
-        "invalid_timestamp": 1,
-        "malformed_row": 1,
-    }
+    assert sorted(sink.rejects) == sorted(
+        [
+            ("tiny.item", 3, "untitled_item", "title"),
+            ("tiny.item", 5, "wrong_field_count", ""),
+            ("tiny.inter", 4, "rating_out_of_range", "rating"),
+            ("tiny.inter", 5, "invalid_rating", "rating"),
+            ("tiny.inter", 6, "invalid_timestamp", "timestamp"),
+            ("tiny.inter", 8, "wrong_field_count", ""),
+        ]
+    )
 
 
 def test_packaged_movielens_100k_has_the_published_counts():
-    data = load_recbole(packaged_movielens_100k(), "ml-100k", MOVIELENS)
-    assert data.rows_read == 100_000
-    assert len({e.user_id for e in data.interactions}) == 943
-    assert len(data.items) == 1681  # 1,682 movies, one of them untitled ("unknown")
-    assert data.rejects == {"untitled_item": 1, "unknown_or_untitled_item": 9}
+    sink = read(atomic_paths(packaged_movielens_100k(), "ml-100k"))
+    assert len(sink.events) == 100_000
+    assert len({e.user_id for e in sink.events}) == 943
+    assert len(sink.items) == 1681  # 1,682 movies, one of them untitled ("unknown")
+    assert sink.reasons == {"untitled_item": 1}

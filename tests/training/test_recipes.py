@@ -127,5 +127,5 @@ def test_unknown_keys_and_bad_types_name_the_file_and_key(tmp_path: Path):
 def test_variables_interpolate_and_overrides_apply(tmp_path: Path):
     path = tmp_path / "c.yaml"
     path.write_text("variables:\n  root: /tmp/x\noutput: ${variables.root}/data\nseed: 3\n")
-    config = load_config(PrepareConfig, path, ["seed=4", "source.dataset=ml-1m"])
-    assert (config.output, config.seed, config.source.dataset) == ("/tmp/x/data", 4, "ml-1m")
+    config = load_config(PrepareConfig, path, ["seed=4", "tokenizer.name=gpt2"])
+    assert (config.output, config.seed, config.tokenizer.name) == ("/tmp/x/data", 4, "gpt2")

@@ -1,19 +1,28 @@
 """RecBole atomic files (``.inter`` / ``.item`` with ``name:type`` headers), e.g. RecBole's MovieLens-100K.
 
-RecBole ships MovieLens-100K converted to atomic files inside its wheel (``recbole/dataset_example/ml-100k``),
-which is how the demo and the tests get real data with no network. MovieLens may not be redistributed, so the
-files are read from the installed package and never copied into this repository.
+RecBole converts dozens of public datasets to this layout, so this adapter opens all of them. RecBole's wheel
+also ships MovieLens-100K converted (``recbole/dataset_example/ml-100k``), which is how the demo and the tests
+get real data with no network. MovieLens may not be redistributed, so the files are read from the installed
+package and never copied into this repository.
 """
 
 from __future__ import annotations
 
 import importlib.util
-import math
-from collections import Counter
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
-from recgpt.data.records import Domain, Interaction, Item, SourceData
+from recgpt.data.records import MOVIELENS, Domain
+from recgpt.data.sources.readers import (
+    Limits,
+    Options,
+    Paths,
+    RecordSink,
+    domain_from_options,
+    make_interaction,
+    make_item,
+    parse_time,
+)
 
 # Titles RecBole and MovieLens use for a movie whose title is unknown (RecBole's ml-100k spells it "unkonwn").
 _PLACEHOLDER_TITLES = {"", "unknown", "unkonwn"}
@@ -23,7 +32,7 @@ def packaged_movielens_100k() -> Path:
     """The folder of MovieLens-100K atomic files inside the installed ``recbole`` wheel (not imported).
 
     Raises:
-        FileNotFoundError: If recbole is not installed; ``make demo`` installs it with ``pip install --no-deps``.
+        FileNotFoundError: If recbole is not installed; ``make`` installs it with ``pip install --no-deps``.
     """
     spec = importlib.util.find_spec("recbole")
     locations = list(spec.submodule_search_locations or []) if spec is not None else []
@@ -33,7 +42,7 @@ def packaged_movielens_100k() -> Path:
             return folder
     raise FileNotFoundError(
         "MovieLens-100K was not found: install the file-only copy that RecBole ships with "
-        "`pip install --no-deps recbole==1.2.1` (make demo does this), or set the source path to your own copy"
+        "`pip install --no-deps recbole==1.2.1` (make does this), or set the source path to your own copy"
     )
 
 
@@ -59,95 +68,53 @@ def read_atomic(path: Path) -> Iterator[tuple[int, dict[str, str]]]:
             yield line_number, dict(zip(names, values, strict=True))
 
 
-def load_recbole(
-    folder: Path,
-    dataset: str,
-    domain: Domain,
-    title_field: str = "movie_title",
-    year_field: str | None = "release_year",
-    attribute_fields: Mapping[str, str] | None = None,
-) -> SourceData:
-    """Read ``{folder}/{dataset}.item`` and ``{dataset}.inter`` into canonical records.
+def atomic_paths(folder: Path, dataset: str) -> dict[str, Path]:
+    """``{"interactions": <folder>/<dataset>.inter, "items": <folder>/<dataset>.item}``."""
+    return {"interactions": folder / f"{dataset}.inter", "items": folder / f"{dataset}.item"}
 
-    The defaults fit RecBole's MovieLens files: the title is ``movie_title (release_year)`` (MovieLens's own
-    title form) and ``class`` becomes ``Genres``, its space-separated tokens joined by ", ".
 
-    Args:
-        folder: The folder holding the atomic files.
-        dataset: The files' stem, e.g. ``"ml-100k"``.
-        domain: How histories of this source are worded.
-        title_field: The ``.item`` column holding the title.
-        year_field: A column appended to the title in parentheses, or None.
-        attribute_fields: Item line fields to show after the title, as ``{label: column}``; token sequences are
-            joined by ", ". Defaults to ``{"Genres": "class"}``.
+def read_recbole(paths: Paths, sink: RecordSink, options: Options, limits: Limits) -> Domain:
+    """RecBole atomic files: ``paths`` has ``interactions`` (.inter) and ``items`` (.item).
+
+    Options (defaults fit RecBole's MovieLens files): ``title_field`` (``movie_title``), ``year_field``
+    (``release_year``, appended to the title in parentheses, MovieLens's own title form; null for none),
+    ``attributes`` (``{"Genres": "class"}``: item line fields as ``{label: column}``, token sequences joined by
+    ", "), and ``domain`` (``{name, noun, rating_scale, identifying}``; MovieLens's by default).
     """
-    attribute_fields = {"Genres": "class"} if attribute_fields is None else attribute_fields
-    rejects: Counter[str] = Counter()
-    items = _read_items(folder / f"{dataset}.item", title_field, year_field, attribute_fields, rejects)
-    interactions: list[Interaction] = []
-    rows_read = 0
-    for line_number, row in read_atomic(folder / f"{dataset}.inter"):
-        rows_read += 1
-        event = _to_interaction(row, line_number, domain, items, rejects)
-        if event is not None:
-            interactions.append(event)
-    return SourceData(domain, items, interactions, rejects, rows_read)
-
-
-def _read_items(
-    path: Path, title_field: str, year_field: str | None, attribute_fields: Mapping[str, str], rejects: Counter[str]
-) -> dict[str, Item]:
-    items: dict[str, Item] = {}
-    for line_number, row in read_atomic(path):
+    title_field = options.get("title_field", "movie_title")
+    year_field = options.get("year_field", "release_year")
+    attribute_fields: Mapping[str, str] = options.get("attributes", {"Genres": "class"})
+    domain = domain_from_options(options.get("domain"), MOVIELENS)
+    for line, row in read_atomic(paths["items"]):
         if "__malformed__" in row:
-            rejects["malformed_item_row"] += 1
+            sink.reject(paths["items"], line, "wrong_field_count", "", row["__malformed__"][:200])
             continue
-        missing = [name for name in ("item_id", title_field, *attribute_fields.values()) if name not in row]
-        if missing:
-            raise ValueError(f"{path}:{line_number}: missing item column(s) {missing}; the header has {list(row)}")
-        title = row[title_field].strip()
+        title = row.get(title_field, "").strip()
         if title.lower() in _PLACEHOLDER_TITLES:
-            rejects["untitled_item"] += 1
-            continue
+            title = ""
         year = row.get(year_field, "").strip() if year_field else ""
-        if year.isdigit():
+        if title and year.isdigit():
             title = f"{title} ({year})"
-        attributes = tuple(
-            (label, ", ".join(token for token in row[column].split() if token.lower() != "unknown"))
+        attributes = [
+            (label, ", ".join(t for t in row.get(column, "").split() if t.lower() != "unknown"))
             for label, column in attribute_fields.items()
+        ]
+        make_item(sink, paths["items"], line, row.get("item_id"), title, attributes, limits)
+    for line, row in read_atomic(paths["interactions"]):
+        if "__malformed__" in row:
+            sink.reject(paths["interactions"], line, "wrong_field_count", "", row["__malformed__"][:200])
+            continue
+        make_interaction(
+            sink,
+            paths["interactions"],
+            line,
+            domain,
+            user_id=row.get("user_id"),
+            item_id=row.get("item_id"),
+            timestamp=parse_time(row.get("timestamp")),
+            rating=row.get("rating"),
+            review=row.get("review"),
+            limits=limits,
+            timestamp_required="timestamp" in row,
         )
-        items[row["item_id"]] = Item(row["item_id"], title, attributes)
-    return items
-
-
-def _to_interaction(
-    row: dict[str, str], line_number: int, domain: Domain, items: Mapping[str, Item], rejects: Counter[str]
-) -> Interaction | None:
-    if "__malformed__" in row:
-        rejects["malformed_row"] += 1
-        return None
-    if row.get("item_id") not in items:
-        rejects["unknown_or_untitled_item"] += 1
-        return None
-    rating = _number(row.get("rating"))
-    if rating is not None and not 0.0 <= rating <= domain.rating_scale:
-        rejects["rating_out_of_range"] += 1
-        return None
-    if "rating" in row and rating is None:
-        rejects["invalid_rating"] += 1
-        return None
-    timestamp = _number(row.get("timestamp"))
-    if "timestamp" in row and timestamp is None:
-        rejects["invalid_timestamp"] += 1
-        return None
-    return Interaction(row["user_id"], row["item_id"], timestamp, rating, None, order=line_number)
-
-
-def _number(raw: str | None) -> float | None:
-    if raw is None:
-        return None
-    try:
-        value = float(raw)
-    except ValueError:
-        return None
-    return value if math.isfinite(value) else None
+    return domain

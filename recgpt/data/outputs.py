@@ -1,0 +1,244 @@
+"""Writers of a prepared corpus: pre-training documents, instruction rows and benchmark rows, one user at a time.
+
+Every training text records the events it was rendered from (``trained_keys.parquet``), so the run can prove
+afterwards, in DuckDB, that no held-out event of any protocol reached any training text.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TextIO
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from recgpt.data.chunking import chunk_bounds
+from recgpt.data.engine import Event, UserHistory
+from recgpt.data.records import Domain
+from recgpt.data.render import HISTORY_HEADER, next_item_row, rating_row, render_document
+from recgpt.encoding import ExampleTooLongError
+
+TokenCounter = Callable[[list[str]], list[int]]
+PromptFitter = Callable[[str], str]
+KEY_SCHEMA = pa.schema([("source", pa.string()), ("user_id", pa.string()), ("ord", pa.int64())])
+
+
+@dataclass(frozen=True)
+class OutputSettings:
+    """How histories become texts.
+
+    Attributes:
+        examples_per_user: Instruction examples per task per fine-tuning user (or chunk); RecGPT used 1.
+        max_seq_len: Token budget of a document; longer histories are chunked. None disables chunking.
+        weights: Pre-training mixing weight per source: a user's documents are written ``floor(w)`` times, plus
+            once more for a seeded ``frac(w)`` share of users (0.5 keeps half the users, 2 doubles them).
+        finetune_on_benchmark: Benchmark sources whose training events also give instruction rows.
+        seed: Seeds the weights' user choice.
+    """
+
+    examples_per_user: int = 1
+    max_seq_len: int | None = 2048
+    weights: dict[str, float] | None = None
+    finetune_on_benchmark: frozenset[str] = frozenset()
+    seed: int = 17
+
+
+def unit_hash(text: str) -> float:
+    """A stable number in ``[0, 1)`` from text (MD5), the same on every machine and Python version."""
+    return int.from_bytes(hashlib.md5(text.encode()).digest()[:8], "big") / 2**64
+
+
+def training_rows(
+    domain: Domain, events: Sequence[Event], per_user: int
+) -> Iterator[tuple[dict[str, str], list[Event]]]:
+    """Instruction rows from one user's (or chunk's) training events, with the events each was rendered from.
+
+    For each end ``e`` (the whole history, then one event shorter, ``per_user`` times), as in RecGPT: the
+    next-item row shows events ``1..e-1`` (identifying lines) and answers event ``e``; the rating row shows events
+    ``1..e-1`` (full lines), the last one's rating removed and used as the response.
+    """
+    for end in range(len(events), max(len(events) - per_user, 1), -1):
+        shown = list(events[: end - 1])
+        yield next_item_row(domain, [e.text for e in shown], events[end - 1].text), list(events[:end])
+        if shown[-1].rating is not None:
+            yield rating_row(domain, [e.line for e in shown[:-1]], shown[-1].hidden, shown[-1].rating), shown
+
+
+class CorpusWriter:
+    """Open output files under ``root`` and write each user's texts as histories stream by."""
+
+    def __init__(
+        self,
+        root: Path,
+        domains: dict[str, Domain],
+        settings: OutputSettings,
+        count_tokens: TokenCounter | None = None,
+        fit_prompt: PromptFitter | None = None,
+    ) -> None:
+        """Args:
+        count_tokens: Token counts of lines, for chunking (None: no chunking).
+        fit_prompt: Shortens a benchmark prompt to the token budget by whole lines (None: kept whole); it raises
+            ``ExampleTooLongError`` when a prompt cannot fit, and the row is then counted and skipped.
+        """
+        self.root = root
+        self.fit_prompt = fit_prompt
+        self.domains = domains
+        self.settings = settings
+        self.count_tokens = count_tokens
+        self.files: dict[str, TextIO] = {}
+        self.keys: list[tuple[str, str, int]] = []
+        self.key_writer = pq.ParquetWriter(root / "trained_keys.parquet", KEY_SCHEMA)
+        self.counts: dict[str, Counter[str]] = {name: Counter() for name in domains}
+        self.header_tokens = {
+            name: (count_tokens([HISTORY_HEADER.format(noun=d.noun)])[0] if count_tokens else 0)
+            for name, d in domains.items()
+        }
+
+    def _file(self, relative: str) -> TextIO:
+        if relative not in self.files:
+            path = self.root / relative
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self.files[relative] = path.open("w", encoding="utf-8")
+        return self.files[relative]
+
+    def _write(self, relative: str, row: dict[str, Any]) -> None:
+        self._file(relative).write(json.dumps(row, ensure_ascii=False) + "\n")
+
+    def _trained(self, source: str, user: str, events: Sequence[Event]) -> None:
+        self.keys.extend((source, user, e.order) for e in events)
+        if len(self.keys) >= 200_000:
+            self._flush_keys()
+
+    def _flush_keys(self) -> None:
+        if self.keys:
+            columns = list(zip(*self.keys, strict=True))
+            self.key_writer.write_table(pa.table([list(c) for c in columns], schema=KEY_SCHEMA))
+            self.keys = []
+
+    def chunks(self, source: str, events: list[Event]) -> list[list[Event]]:
+        """A history cut to the token budget (``recgpt.data.chunking``); each chunk is treated as its own user."""
+        budget = self.settings.max_seq_len
+        if budget is None or self.count_tokens is None or not events:
+            return [events] if events else []
+        header = self.header_tokens[source]
+        if header + sum(len(e.line.encode()) + 1 for e in events) <= budget:  # a token is at least one byte
+            return [events]
+        tokens = self.count_tokens([e.line for e in events])
+        bounds = chunk_bounds(tokens, header, budget)
+        self.counts[source]["lines_over_budget"] += sum(
+            1 for a, b in bounds if b - a == 1 and header + tokens[a] + 1 > budget
+        )
+        return [events[a:b] for a, b in bounds]
+
+    def write(self, history: UserHistory) -> None:
+        """Write everything one user contributes, by group (``pretrain``, ``finetune``, ``benchmark``)."""
+        source, domain, counts = history.source, self.domains[history.source], self.counts[history.source]
+        counts[f"users_{history.group}"] += 1
+        train = [e for e in history.events if not e.held_out]
+        chunks = self.chunks(source, train)
+        counts["chunks"] += len(chunks)
+        if history.group in {"pretrain", "benchmark"}:
+            weight = (self.settings.weights or {}).get(source, 1.0)
+            share = unit_hash(f"{self.settings.seed}|weight|{source}|{history.user_id}")
+            copies = math.floor(weight) + (1 if share < weight - math.floor(weight) else 0)
+            for chunk in chunks:
+                text = render_document(domain, [e.line for e in chunk])
+                for _ in range(copies):
+                    self._write("pretraining/corpus.jsonl", {"text": text})
+                    counts["documents"] += 1
+                self._trained(source, history.user_id, chunk if copies else [])
+        on_benchmark = history.group == "benchmark" and source in self.settings.finetune_on_benchmark
+        if history.group == "finetune" or on_benchmark:
+            # A fine-tuning user's chunks each count as a user (RecGPT). A benchmark user gives rows from its whole
+            # training history, the history its evaluation prompts continue; the collator fits them to length.
+            for chunk in [train] if on_benchmark else chunks:
+                for row, used in training_rows(domain, chunk, self.settings.examples_per_user):
+                    self._write("instruct/train.unshuffled.jsonl", row)
+                    counts["instruction_rows"] += 1
+                    self._trained(source, history.user_id, used)
+        if history.group == "benchmark":
+            self._benchmark(history, domain, train)
+
+    def _benchmark(self, history: UserHistory, domain: Domain, train: list[Event]) -> None:
+        folder = f"benchmark/{history.source}"
+        counts = self.counts[history.source]
+        self._write(
+            f"{folder}/train.jsonl",
+            {"user_id": history.user_id, "item_ids": [e.item_id for e in train], "ratings": [e.rating for e in train]},
+        )
+        texts, lines = self._recent([e.text for e in history.events]), self._recent([e.line for e in history.events])
+        for position, event in enumerate(history.events):
+            before = history.events[:position]
+            if event.next_item is not None and before:
+                row = next_item_row(domain, texts(position), event.text)
+                self._split_row(
+                    folder,
+                    event.next_item,
+                    {
+                        "user_id": history.user_id,
+                        "task": "next_item",
+                        **row,
+                        "target_item_id": event.item_id,
+                        "history_item_ids": [e.item_id for e in before],
+                    },
+                )
+                counts[f"next_item_{event.next_item}"] += 1
+            if event.rating_split is not None and event.rating is not None:
+                row = rating_row(domain, lines(position), event.hidden, event.rating)
+                self._split_row(
+                    folder,
+                    event.rating_split,
+                    {
+                        "user_id": history.user_id,
+                        "task": "rating",
+                        **row,
+                        "target_item_id": event.item_id,
+                        "target_rating": event.rating,
+                    },
+                )
+                counts[f"rating_{event.rating_split}"] += 1
+
+    def _recent(self, lines: list[str]) -> Callable[[int], list[str]]:
+        """``recent(p)``: the lines before position ``p`` that can matter for a prompt within the token budget.
+
+        With token counts, lines far older than any budget-sized prompt could reach are left out before the prompt
+        is built (a superset of what fits; ``fit_prompt`` then removes the rest exactly), so long histories are
+        not tokenized again for every row.
+        """
+        budget = self.settings.max_seq_len
+        if self.count_tokens is None or self.fit_prompt is None or budget is None:
+            return lambda position: lines[:position]
+        costs = [tokens + 1 for tokens in self.count_tokens(lines)]
+
+        def recent(position: int) -> list[str]:
+            start, total = position, 0
+            while start > 0 and total + costs[start - 1] <= budget:
+                start -= 1
+                total += costs[start]
+            return lines[max(0, start - 2) : position]  # two more lines: merges across line ends can save tokens
+
+        return recent
+
+    def _split_row(self, folder: str, split: str, row: dict[str, Any]) -> None:
+        if self.fit_prompt is not None:
+            try:
+                row["prompt"] = self.fit_prompt(row["prompt"])
+            except ExampleTooLongError:
+                self.counts[folder.split("/", 1)[1]]["benchmark_rows_too_long"] += 1
+                return
+        self._write(f"{folder}/{split}.jsonl", row)
+        if split == "validation":
+            self._write("instruct/validation.jsonl", {"prompt": row["prompt"], "response": row["response"]})
+
+    def close(self) -> None:
+        """Flush and close every file."""
+        self._flush_keys()
+        self.key_writer.close()
+        for handle in self.files.values():
+            handle.close()

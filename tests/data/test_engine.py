@@ -1,0 +1,117 @@
+"""The DuckDB stage on hand-built sources: cleaning, ordering, user split, protocols and the leak check."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from recgpt.data.engine import Engine, SourcePlan
+from recgpt.data.ingest import ParquetSink
+from recgpt.data.outputs import KEY_SCHEMA
+from recgpt.data.records import MOVIELENS, Domain, Interaction, Item
+
+SHOP = Domain("shop", "products", 5.0, identifying=("Brand",))
+
+
+def source(folder: Path, items: list[Item], events: list[Interaction]) -> Path:
+    sink = ParquetSink(folder, folder.name)
+    for item in items:
+        sink.item(item)
+    for event in events:
+        sink.interaction(event)
+    sink.close()
+    return folder
+
+
+def engine(tmp_path: Path, plans: list[SourcePlan], **kwargs) -> Engine:
+    db = Engine(tmp_path / "db", memory_limit="256MB", threads=1)
+    db.load(
+        plans, kwargs.get("min_user_interactions", 1), kwargs.get("finetune_fraction", 0.0), 17, kwargs.get("max_users")
+    )
+    return db
+
+
+def events(user: str, items: str, times: list[float | None], rating: float | None = 4.0) -> list[Interaction]:
+    return [Interaction(user, item, t, rating, order=i) for i, (item, t) in enumerate(zip(items, times, strict=True))]
+
+
+def test_ties_keep_file_order_and_duplicates_merge(tmp_path: Path):
+    items = [Item("a", "Heat (1995)"), Item("b", "Fargo (1996)"), Item("z", "Heat (1995)"), Item("a", "Heat again")]
+    rows = [
+        Interaction("u", "b", 5.0, 3.0, order=10),
+        Interaction("u", "z", 5.0, 4.0, order=11),
+        Interaction("u", "a", 1.0, 5.0, order=12),
+        Interaction("u", "a", 1.0, 5.0, order=13),
+        Interaction("u", "missing", 1.0, 5.0, order=14),
+    ]
+    plan = SourcePlan("ml", source(tmp_path / "ml", items, rows), MOVIELENS)
+    db = engine(tmp_path, [plan])
+    [history] = list(db.histories())
+    # "z" renders like "a" (the first "Heat (1995)"), so it is "a"; equal timestamps keep file order.
+    assert [(e.item_id, e.order) for e in history.events] == [("a", 12), ("b", 10), ("a", 11)]
+    assert history.events[1].line == "Title: Fargo (1996); Rating: 3.0/5.0"
+    assert history.events[1].hidden == "Title: Fargo (1996); Rating:"
+    counts = db.counts["ml"]
+    assert (counts["duplicate_item"], counts["duplicate_interaction"], counts["unknown_or_untitled_item"]) == (1, 1, 1)
+
+
+def test_sparse_users_excluded_users_and_sampling(tmp_path: Path):
+    items = [Item(i, f"Item {i}", (("Brand", "B"),)) for i in "abcdef"]
+    older = source(tmp_path / "old", items, events("shared", "ab", [1, 2]))
+    newer = source(
+        tmp_path / "new",
+        items,
+        events("shared", "abcde", [1, 2, 3, 4, 5])
+        + events("solo", "abcdef", [1, 2, 3, 4, 5, 6])
+        + events("sparse", "ab", [1, 2]),
+    )
+    plans = [SourcePlan("old", older, SHOP), SourcePlan("new", newer, SHOP, exclude_users_of=("old",))]
+    db = engine(tmp_path, plans, min_user_interactions=5)
+    users = {(h.source, h.user_id) for h in db.histories()}
+    assert users == {("new", "solo")}
+    assert db.counts["new"]["excluded_user_interaction"] == 5
+    assert db.counts["new"]["sparse_user_interaction"] == 2
+    sampled = engine(tmp_path / "s", [SourcePlan("new", newer, SHOP)], max_users=1)
+    assert len(list(sampled.histories())) == 1 and sampled.counts["new"]["unsampled_user_interaction"] > 0
+
+
+def test_user_split_is_a_seeded_fraction(tmp_path: Path):
+    items = [Item("a", "A"), Item("b", "B")]
+    rows = [e for n in range(400) for e in events(f"user{n}", "ab", [1, 2])]
+    db = engine(tmp_path, [SourcePlan("big", source(tmp_path / "big", items, rows), SHOP)], finetune_fraction=0.25)
+    groups = [h.group for h in db.histories()]
+    assert 0.18 < groups.count("finetune") / 400 < 0.32
+    again = engine(tmp_path / "again", [SourcePlan("big", tmp_path / "big", SHOP)], finetune_fraction=0.25)
+    assert [h.group for h in again.histories()] == groups
+
+
+def test_leave_one_out_and_random_split_hold_events_out(tmp_path: Path):
+    items = [Item(str(i), f"Item {i}") for i in range(30)]
+    rows = events("u", [str(i) for i in range(30)], [float(i) for i in range(30)])
+    folder = source(tmp_path / "bench", items, rows)
+    db = engine(tmp_path, [SourcePlan("bench", folder, SHOP, benchmark=("leave_one_out", "random_80_10_10"))])
+    [history] = list(db.histories())
+    assert history.group == "benchmark"
+    assert [e.next_item for e in history.events[-2:]] == ["validation", "test"]
+    assert all(e.next_item is None for e in history.events[:-2])
+    held = [e for e in history.events if e.rating_split is not None]
+    assert 0 < len(held) < 12
+    loo_only = engine(tmp_path / "loo", [SourcePlan("bench", folder, SHOP, benchmark=("leave_one_out",))])
+    [history] = list(loo_only.histories())
+    assert [e.rating_split for e in history.events[-2:]] == ["validation", "test"]  # the rating task uses them
+
+
+def test_leak_check_finds_a_held_out_event_in_training_keys(tmp_path: Path):
+    items = [Item(str(i), f"Item {i}") for i in range(5)]
+    folder = source(tmp_path / "bench", items, events("u", "01234", [1, 2, 3, 4, 5]))
+    db = engine(tmp_path, [SourcePlan("bench", folder, SHOP, benchmark=("leave_one_out",))])
+    keys = tmp_path / "keys.parquet"
+    pq.write_table(pa.table([["bench"] * 2, ["u"] * 2, [0, 4]], schema=KEY_SCHEMA), keys)
+    assert db.leaked(keys) == [("bench", "u", 4, "test")]
+
+
+def test_memory_limit_is_applied(tmp_path: Path):
+    db = Engine(tmp_path / "db", memory_limit="64MB")
+    assert db.scalar("SELECT current_setting('memory_limit')") == "61.0 MiB"  # 64 MB, as DuckDB prints it

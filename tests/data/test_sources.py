@@ -1,0 +1,252 @@
+"""Every source adapter on a fixture written in that source's published schema and quirks (tests/fixtures/sources)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from recgpt.data.render import render_event, render_item
+from recgpt.data.sources import ADAPTERS, adapter
+from recgpt.data.sources.readers import Limits, SourceFormatError
+from tests.data.collect import CollectSink
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "sources"
+
+
+def read(format_name: str, paths: dict[str, str], options: dict | None = None) -> tuple[CollectSink, object]:
+    sink = CollectSink()
+    full = {role: FIXTURES / relative for role, relative in paths.items()}
+    adapter(format_name).check(format_name, full, options or {})
+    domain = adapter(format_name).load()(full, sink, options or {}, Limits())
+    return sink, domain
+
+
+def line(sink: CollectSink, domain, index: int) -> str:
+    event = sink.events[index]
+    return render_event(sink.items[event.item_id], event, domain.rating_scale)
+
+
+def test_every_format_has_a_fixture_test():
+    tested = {
+        "amazon2014",
+        "amazon2018",
+        "amazon2023",
+        "yelp",
+        "movielens-100k",
+        "movielens-1m",
+        "movielens-latest",
+        "goodreads",
+        "steam",
+        "anime",
+        "bookcrossing",
+        "food",
+        "hotelrec",
+        "netflix",
+        "wikirec",
+        "generic",
+        "recbole",
+    }  # recbole: tests/data/test_recbole.py
+    assert set(ADAPTERS) == tested
+
+
+def test_amazon2014_reads_python_literal_metadata_and_gz():
+    sink, domain = read(
+        "amazon2014", {"reviews": "amazon2014/reviews_Beauty_5.json.gz", "meta": "amazon2014/meta_Beauty.json.gz"}
+    )
+    assert sink.items["B002"].title == "Rose Water Mist 'Classic'"
+    assert render_item(sink.items["B001"], domain) == "Title: Lavender & Honey Soap; Brand: Meadow Co"
+    assert line(sink, domain, 0) == (
+        'Title: Lavender & Honey Soap; Brand: Meadow Co; Review: Soft and "gentle" on skin.; Rating: 5.0/5.0'
+    )
+    assert sink.events[2].timestamp == 1391990400.0  # "02 10, 2014" when unixReviewTime is missing
+    assert [e.user_id for e in sink.events] == ["A1", "A1", "A2", "A3"]  # a literal review line is read too
+    assert sink.reasons == {"untitled_item": 1, "invalid_json": 1}
+
+
+def test_amazon2018_books_use_the_author_wording_and_unescape_titles():
+    sink, domain = read(
+        "amazon2018", {"reviews": "amazon2018/Books.json", "meta": "amazon2018/meta_Books.json"}, {"category": "books"}
+    )
+    assert domain.noun == "books"
+    assert render_item(sink.items["0001"], domain) == "Title: Tom & Jerry's Guide; Author: Visit Amazon's Ann Lee Page"
+    assert render_item(sink.items["0002"], domain) == "Title: The Quiet Garden"
+    assert line(sink, domain, 0).endswith("Review: A classic. Loved it.; Rating: 5.0/5.0")
+    assert sink.reasons == {"invalid_rating": 1}
+
+
+def test_amazon2023_uses_parent_asin_store_and_millisecond_times():
+    sink, domain = read(
+        "amazon2023", {"reviews": "amazon2023/All_Beauty.jsonl.gz", "meta": "amazon2023/meta_All_Beauty.jsonl.gz"}
+    )
+    assert [e.item_id for e in sink.events] == ["P1", "P2"]
+    assert sink.events[0].timestamp == pytest.approx(1588687728.923)
+    assert render_item(sink.items["P1"], domain) == "Title: Jade Roller; Brand: Glow"
+    assert render_item(sink.items["P2"], domain) == "Title: Gua Sha Stone"
+
+
+def test_yelp_businesses_have_cities_and_bad_dates_are_rejected():
+    sink, domain = read(
+        "yelp",
+        {"reviews": "yelp/yelp_academic_dataset_review.json", "business": "yelp/yelp_academic_dataset_business.json"},
+    )
+    assert domain.noun == "businesses"
+    assert line(sink, domain, 0) == "Title: Blue Door Café; City: Tucson; Review: Best latte.; Rating: 5.0/5.0"
+    assert sink.rejects == [("yelp_academic_dataset_review.json", 3, "invalid_timestamp", "timestamp")]
+
+
+def test_movielens_100k_latin1_genre_flags():
+    sink, domain = read(
+        "movielens-100k",
+        {"ratings": "movielens100k/data.tsv", "items": "movielens100k/item.psv", "genres": "movielens100k/genre.psv"},
+    )
+    assert sink.items["2"].title == "Rivière Noire (1995)"
+    assert sink.items["1"].attributes == (("Genres", "Animation, Children's, Comedy"),)
+    assert "267" not in sink.items
+    assert line(sink, domain, 1) == "Title: Rivière Noire (1995); Genres: Drama, Musical; Rating: 5.0/5.0"
+    assert sorted(sink.reasons.items()) == [("rating_out_of_range", 1), ("untitled_item", 1), ("wrong_field_count", 1)]
+
+
+def test_movielens_1m_double_colon_layout():
+    sink, _domain = read("movielens-1m", {"ratings": "movielens1m/ratings.txt", "items": "movielens1m/movies.txt"})
+    assert sink.items["73"].title == "Rivière Noire (1995)"
+    assert [(e.user_id, e.item_id, e.rating) for e in sink.events] == [
+        ("1", "1", 5.0),
+        ("1", "73", 3.0),
+        ("2", "2", 4.0),
+    ]
+    assert sink.rejects == [("ratings.txt", 4, "wrong_field_count", "")]
+
+
+def test_movielens_latest_quoted_titles_and_half_stars():
+    sink, _domain = read(
+        "movielens-latest", {"ratings": "movielens_latest/ratings.csv", "items": "movielens_latest/movies.csv"}
+    )
+    assert sink.items["11"].title == "Senator, The (1995)"
+    assert sink.items["99"].attributes == ()  # "(no genres listed)"
+    assert sink.events[1].rating == 3.5
+    assert sink.reasons == {"rating_out_of_range": 1}
+
+
+def test_goodreads_joins_authors_and_genres_and_treats_zero_as_unrated():
+    sink, domain = read(
+        "goodreads",
+        {
+            "reviews": "goodreads/goodreads_interactions_poetry.json.gz",
+            "books": "goodreads/goodreads_books_poetry.json.gz",
+            "authors": "goodreads/goodreads_book_authors.json.gz",
+            "genres": "goodreads/goodreads_book_genres_initial.json.gz",
+        },
+    )
+    assert render_item(sink.items["1333909"], domain) == (
+        "Title: Good Harbor; Author: Anita Diamant; Genres: fiction, history, historical fiction, biography"
+    )
+    assert [e.rating for e in sink.events] == [3.0, None]
+    assert sink.events[0].timestamp == 1447789055.0  # Tue Nov 17 11:37:35 -0800 2015
+    assert sink.reasons == {"invalid_timestamp": 1}
+
+
+def test_steam_has_no_header_and_no_timestamps():
+    sink, domain = read("steam", {"interactions": "steam/steam-200k.csv"})
+    assert [(e.user_id, e.item_id, e.timestamp) for e in sink.events] == [
+        ("151603712", "The Elder Scrolls V Skyrim", None),
+        ("151603712", "Fallout 4", None),
+        ("187131847", "Dota 2", None),
+    ]
+    assert render_item(sink.items["Dota 2"], domain) == "Title: Dota 2"
+    assert sink.rejects == [("steam-200k.csv", 5, "wrong_field_count", "")]
+
+
+def test_anime_ten_point_scale_minus_one_is_unrated_and_entities_decode():
+    sink, domain = read("anime", {"items": "anime/anime.csv", "ratings": "anime/rating.csv"})
+    assert sink.items["820"].title == "Gintama'"
+    assert [e.rating for e in sink.events] == [None, 10.0, 8.0]
+    assert line(sink, domain, 1) == "Title: Steins;Gate; Genres: Sci-Fi, Thriller; Rating: 10.0/10.0"
+    assert sink.reasons == {"rating_out_of_range": 1}
+
+
+def test_bookcrossing_semicolons_latin1_and_broken_quote_rows():
+    sink, domain = read(
+        "bookcrossing", {"books": "bookcrossing/BX-Books.csv", "ratings": "bookcrossing/BX-Book-Ratings.csv"}
+    )
+    assert render_item(sink.items["3404921038"], domain) == "Title: Wie Barney es sieht.; Author: Eric Schröder"
+    assert "078946697X" not in sink.items  # the stray \" row splits wrongly: rejected with its line
+    assert [e.rating for e in sink.events] == [None, 5.0]
+    assert sorted(sink.reasons.items()) == [("rating_out_of_range", 1), ("wrong_field_count", 1)]
+
+
+def test_food_multiline_fields_zero_ratings_and_untitled_recipes():
+    sink, domain = read("food", {"recipes": "food/RAW_recipes.csv", "interactions": "food/RAW_interactions.csv"})
+    assert sink.items["137739"].title == "arriba   baked winter squash mexican style"
+    assert line(sink, domain, 0) == (
+        "Title: arriba baked winter squash mexican style; Review: Great with a salad. Cooked "
+        'on top of stove for 15 minutes.Added a shake of cayenne, "really" good.; Rating: 4.0/5.0'
+    )
+    assert sink.events[1].rating is None
+    assert sink.reasons == {"untitled_item": 1}
+
+
+def test_hotelrec_hotels_come_from_the_url():
+    sink, domain = read("hotelrec", {"reviews": "hotelrec/HotelRec.txt"})
+    assert render_item(sink.items["d203048"], domain) == "Title: Hotel Artemide; City: Rome Lazio"
+    assert [e.item_id for e in sink.events] == ["d1095143", "d203048"]
+    assert sink.reasons == {"invalid_hotel_url": 1}
+
+
+def test_netflix_blocks_unquoted_commas_and_several_files():
+    sink, _domain = read("netflix", {"titles": "netflix/movie_titles.csv", "ratings": "netflix"})
+    assert sink.items["4"].title == "Hello, Goodbye, and Amélie (1994)"
+    assert sink.items["3"].title == "Character"
+    assert [(e.user_id, e.item_id, e.rating) for e in sink.events] == [
+        ("1488844", "1", 3.0),
+        ("822109", "1", 5.0),
+        ("1488844", "4", 4.0),
+        ("885013", "2", 4.0),
+        ("1488844", "3", 2.0),
+    ]
+    assert sink.events[-1].order > sink.events[-2].order  # order runs across the files
+    assert sink.reasons == {"invalid_rating": 1}
+
+
+def test_wikirec_tsv():
+    sink, domain = read("wikirec", {"edits": "wikirec/edits.tsv", "articles": "wikirec/articles.tsv"})
+    assert line(sink, domain, 0) == "Title: Ada Lovelace; Description: English mathematician and writer"
+    assert sink.events[0].timestamp == 1546344000.0
+    assert sink.reasons == {"invalid_timestamp": 1}
+
+
+def test_generic_maps_columns_from_csv_and_jsonl():
+    options = {
+        "interaction_columns": {
+            "user_id": "customer",
+            "item_id": "sku",
+            "timestamp": "ts",
+            "rating": "stars",
+            "review": "text",
+        },
+        "item_columns": {"item_id": "sku", "title": "name", "attributes": {"Brand": "brand"}},
+        "domain": {"name": "shop", "noun": "products", "identifying": ["Brand"]},
+    }
+    sink, domain = read("generic", {"interactions": "generic/events.csv", "items": "generic/catalogue.jsonl"}, options)
+    assert render_item(sink.items["s1"], domain) == "Title: Trail Shoe; Brand: Peak"
+    assert [e.timestamp for e in sink.events] == [1704189600.0, 1704200000.0]
+    assert line(sink, domain, 0) == "Title: Trail Shoe; Brand: Peak; Review: Great, would buy again; Rating: 5.0/5.0"
+    assert sink.reasons == {"invalid_timestamp": 1}
+
+
+def test_generic_names_a_missing_mapped_column():
+    options = {
+        "interaction_columns": {"user_id": "client", "item_id": "sku"},
+        "item_columns": {"item_id": "sku", "title": "name"},
+    }
+    with pytest.raises(SourceFormatError, match=r"mapped column\(s\) \['client'\] not in the file"):
+        read("generic", {"interactions": "generic/events.csv", "items": "generic/catalogue.jsonl"}, options)
+
+
+def test_wrong_paths_and_options_are_named():
+    with pytest.raises(SourceFormatError, match=r"missing \['meta'\]"):
+        adapter("amazon2018").check("beauty", {"reviews": "x"}, {})
+    with pytest.raises(SourceFormatError, match=r"unknown option\(s\) \['colour'\]"):
+        adapter("amazon2018").check("beauty", {"reviews": "x", "meta": "y"}, {"colour": 1})
+    with pytest.raises(SourceFormatError, match="unknown source format 'imdb'"):
+        adapter("imdb")
