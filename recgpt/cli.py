@@ -18,6 +18,13 @@ def _prepare(args: argparse.Namespace) -> None:
     sys.stdout.write(f"{manifest}\n")
 
 
+def _download(args: argparse.Namespace) -> None:
+    from recgpt.data.download import download
+
+    for path in download(args.name, Path(args.dest), base_url=args.base_url, progress=not args.quiet):
+        sys.stdout.write(f"{path}\n")
+
+
 def _evaluate(args: argparse.Namespace) -> None:
     from recgpt.config import load_config
     from recgpt.evaluation.report import format_table
@@ -61,6 +68,12 @@ def build_parser() -> argparse.ArgumentParser:
     prepare.add_argument("config", help="a data YAML, e.g. configs/data/movielens-100k.yaml")
     prepare.add_argument("overrides", nargs="*", help="key=value overrides, e.g. max_users=50")
     prepare.set_defaults(handler=_prepare)
+    download = data.add_parser("download", help="fetch a public dump (resumable, checksummed)")
+    download.add_argument("name", help="e.g. movielens-1m, amazon2014:Beauty, amazon2023:All_Beauty, goodreads:poetry")
+    download.add_argument("--dest", default="data/raw", help="parent folder; files go to <dest>/<name>")
+    download.add_argument("--base-url", default=None, help="a mirror replacing the publisher's host")
+    download.add_argument("--quiet", action="store_true", help="no progress bar")
+    download.set_defaults(handler=_download)
 
     evaluate = commands.add_parser("evaluate", help="next-item and rating metrics beside baselines")
     evaluate.add_argument("config", help="an evaluation YAML, e.g. configs/eval/demo.yaml")

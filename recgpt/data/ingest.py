@@ -129,7 +129,13 @@ class ParquetSink:
 
 
 def ingest_source(
-    name: str, format_name: str, paths: dict[str, Path], options: dict[str, Any], folder: Path, limits: Limits
+    name: str,
+    format_name: str,
+    paths: dict[str, Path],
+    options: dict[str, Any],
+    folder: Path,
+    limits: Limits,
+    memory_limit: str = "2GB",
 ) -> IngestResult:
     """Read one source with its adapter into ``folder``.
 
@@ -138,6 +144,8 @@ def ingest_source(
     """
     source_adapter = adapter(format_name)
     source_adapter.check(name, paths, options)
+    if source_adapter.native:
+        return _ingest_native(source_adapter, name, paths, options, folder, limits, memory_limit)
     sink = ParquetSink(folder, name)
     try:
         domain = source_adapter.load()(paths, sink, options, limits)
@@ -151,3 +159,46 @@ def ingest_source(
         sum(sink.rejects.values()),
     )
     return IngestResult(domain, sink.counts["items"], sink.counts["interactions"], sink.rejects, folder)
+
+
+def describe_duckdb_error(error: Exception) -> str:
+    """DuckDB's reading error in one line: what went wrong, on which line of which file (its ``file =``)."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    where = next((line.split("=", 1)[1].strip() for line in lines if line.startswith("file =")), None)
+    cause = next((line for line in lines[1:] if not line.startswith(("Original Line", "Possible Solution"))), "")
+    return "; ".join(part for part in (where, lines[0] if lines else str(error), cause) if part)
+
+
+def _ingest_native(
+    source_adapter: Any,
+    name: str,
+    paths: dict[str, Path],
+    options: dict[str, Any],
+    folder: Path,
+    limits: Limits,
+    memory_limit: str,
+) -> IngestResult:
+    """Run a DuckDB-native adapter (``Adapter.native``) under the memory limit, spilling beside ``folder``."""
+    import duckdb
+
+    from recgpt.data.sources.readers import SourceFormatError
+
+    folder.mkdir(parents=True, exist_ok=True)
+    connection = duckdb.connect()
+    connection.execute(f"SET memory_limit = '{memory_limit}'")
+    connection.execute(f"SET temp_directory = '{folder / 'spill'}'")
+    connection.execute("SET preserve_insertion_order = true")
+    try:
+        domain, counts, rejects = source_adapter.load()(paths, folder, options, limits, connection)
+    except duckdb.Error as error:  # unreadable files: bad encoding, broken quoting, wrong types
+        raise SourceFormatError(f"source '{name}': {describe_duckdb_error(error)}") from error
+    finally:
+        connection.close()
+    log.info(
+        "%s: %d items, %d interactions, %d rejected rows",
+        name,
+        counts["items"],
+        counts["interactions"],
+        sum(rejects.values()),
+    )
+    return IngestResult(domain, counts["items"], counts["interactions"], rejects, folder)

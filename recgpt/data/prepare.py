@@ -166,11 +166,14 @@ def _ingest(config: PrepareConfig, work: Path) -> dict[str, IngestResult]:
             dict(source.options),
             work / "sources" / source.name,
             limits,
+            config.memory_limit,
         )
         rejected = sum(result.rejects.values())
         seen = result.items + result.interactions + rejected
         if seen == 0:
-            raise ValueError(f"source '{source.name}': its files hold no rows")
+            raise ValueError(
+                f"source '{source.name}': its files hold no rows ({sorted(source_paths(source).values())})"
+            )
         if rejected / seen > config.max_reject_fraction:
             raise ValueError(
                 f"source '{source.name}': {rejected} of {seen} rows rejected ({dict(result.rejects)}), more than "

@@ -27,7 +27,7 @@ def line(sink: CollectSink, domain, index: int) -> str:
     return render_event(sink.items[event.item_id], event, domain.rating_scale)
 
 
-def test_every_format_has_a_fixture_test():
+def test_every_format_has_a_fixture_test():  # generic: the DuckDB-native tests below
     tested = {
         "amazon2014",
         "amazon2018",
@@ -215,32 +215,98 @@ def test_wikirec_tsv():
     assert sink.reasons == {"invalid_timestamp": 1}
 
 
-def test_generic_maps_columns_from_csv_and_jsonl():
-    options = {
-        "interaction_columns": {
-            "user_id": "customer",
-            "item_id": "sku",
-            "timestamp": "ts",
-            "rating": "stars",
-            "review": "text",
-        },
-        "item_columns": {"item_id": "sku", "title": "name", "attributes": {"Brand": "brand"}},
-        "domain": {"name": "shop", "noun": "products", "identifying": ["Brand"]},
-    }
-    sink, domain = read("generic", {"interactions": "generic/events.csv", "items": "generic/catalogue.jsonl"}, options)
-    assert render_item(sink.items["s1"], domain) == "Title: Trail Shoe; Brand: Peak"
-    assert [e.timestamp for e in sink.events] == [1704189600.0, 1704200000.0]
-    assert line(sink, domain, 0) == "Title: Trail Shoe; Brand: Peak; Review: Great, would buy again; Rating: 5.0/5.0"
-    assert sink.reasons == {"invalid_timestamp": 1}
+GENERIC_OPTIONS = {
+    "interaction_columns": {
+        "user_id": "customer",
+        "item_id": "sku",
+        "timestamp": "ts",
+        "rating": "stars",
+        "review": "text",
+    },
+    "item_columns": {"item_id": "sku", "title": "name", "attributes": {"Brand": "brand"}},
+    "domain": {"name": "shop", "noun": "products", "identifying": ["Brand"]},
+}
 
 
-def test_generic_names_a_missing_mapped_column():
+def ingest_generic(tmp_path: Path, paths: dict[str, Path], options: dict) -> tuple[list[dict], list[dict], list[dict]]:
+    import json
+
+    import pyarrow.parquet as pq
+
+    from recgpt.data.ingest import ingest_source
+
+    result = ingest_source("shop", "generic", paths, options, tmp_path / "shop", Limits(max_field_chars=50))
+    folder = result.folder
+    rejects = [json.loads(line) for line in (folder / "rejects.jsonl").read_text().splitlines()]
+    return (
+        pq.read_table(folder / "items.parquet").to_pylist(),
+        pq.read_table(folder / "interactions.parquet").to_pylist(),
+        rejects,
+    )
+
+
+def test_generic_maps_columns_from_csv_and_jsonl_in_duckdb(tmp_path: Path):
+    paths = {"interactions": FIXTURES / "generic/events.csv", "items": FIXTURES / "generic/catalogue.jsonl"}
+    items, events, rejects = ingest_generic(tmp_path, paths, GENERIC_OPTIONS)
+    assert [(i["item_id"], i["title"], i["attributes"]) for i in items] == [
+        ("s1", "Trail Shoe", '[["Brand","Peak"]]'),
+        ("s2", "Rain Jacket", "[]"),
+    ]
+    assert [(e["user_id"], e["item_id"], e["timestamp"], e["rating"], e["review"], e["ord"]) for e in events] == [
+        ("c1", "s1", 1704189600.0, 5.0, "Great, would buy again", 2),
+        ("c1", "s2", 1704200000.0, 4.0, "ok", 3),
+    ]
+    assert [(r["line"], r["reason"], r["field"]) for r in rejects] == [(4, "invalid_timestamp", "timestamp")]
+
+
+def test_generic_rejects_bad_rows_with_their_line(tmp_path: Path):
+    events = tmp_path / "events.csv"
+    events.write_text(
+        "customer,sku,ts,stars,text\n"
+        "c1,s1,1,5,fine\n"  # kept
+        ",s1,2,5,no user\n"
+        "c1,s1,3,nan,NaN rating\n"
+        "c1,s1,4,7,out of range\n"
+        "c1,s1,13/32/2024,4,bad date\n"
+        f"c1,s1,5,4,{'x' * 60}\n"  # a review over max_field_chars (50 here)
+        "c1,s1,2024-01-02,4,an ISO date among unix times parses\n"
+    )
+    catalogue = tmp_path / "items.csv"
+    catalogue.write_text("sku,name,brand\ns1,Trail Shoe,Peak\ns2,,Peak\n")
+    items, kept, rejects = ingest_generic(tmp_path, {"interactions": events, "items": catalogue}, GENERIC_OPTIONS)
+    assert [i["item_id"] for i in items] == ["s1"]
+    assert [e["ord"] for e in kept] == [2, 8]
+    assert [(Path(r["file"]).name, r["line"], r["reason"], r["field"]) for r in rejects] == [
+        ("events.csv", 3, "missing_id", "user_id"),
+        ("events.csv", 4, "invalid_rating", "rating"),
+        ("events.csv", 5, "rating_out_of_range", "rating"),
+        ("events.csv", 6, "invalid_timestamp", "timestamp"),
+        ("events.csv", 7, "field_too_large", "review"),
+        ("items.csv", 3, "untitled_item", "title"),
+    ]
+
+
+def test_generic_names_a_missing_mapped_column(tmp_path: Path):
     options = {
         "interaction_columns": {"user_id": "client", "item_id": "sku"},
         "item_columns": {"item_id": "sku", "title": "name"},
     }
+    paths = {"interactions": FIXTURES / "generic/events.csv", "items": FIXTURES / "generic/catalogue.jsonl"}
     with pytest.raises(SourceFormatError, match=r"mapped column\(s\) \['client'\] not in the file"):
-        read("generic", {"interactions": "generic/events.csv", "items": "generic/catalogue.jsonl"}, options)
+        ingest_generic(tmp_path, paths, options)
+
+
+def test_generic_names_a_file_in_the_wrong_encoding(tmp_path: Path):
+    events = tmp_path / "events.csv"
+    events.write_bytes("customer,sku\nc1,s1\nc2,caf\xe9\n".encode("latin-1"))
+    catalogue = tmp_path / "items.csv"
+    catalogue.write_text("sku,name\ns1,Shoe\n")
+    options = {
+        "interaction_columns": {"user_id": "customer", "item_id": "sku"},
+        "item_columns": {"item_id": "sku", "title": "name"},
+    }
+    with pytest.raises(SourceFormatError, match=r"source 'shop': .*(unicode|UTF-8|utf-8)"):
+        ingest_generic(tmp_path, {"interactions": events, "items": catalogue}, options)
 
 
 def test_wrong_paths_and_options_are_named():

@@ -28,6 +28,9 @@ class Adapter:
         optional_files: Optional ``paths`` keys.
         options: Accepted ``options`` keys.
         origin: Where the dump is published, and its license or terms.
+        native: The reader runs in DuckDB and writes the ingest folder itself
+            (``reader(paths, folder, options, limits, connection) -> (domain, counts, rejects)``) instead of
+            delivering records to a sink.
     """
 
     reader: str
@@ -35,6 +38,7 @@ class Adapter:
     optional_files: tuple[str, ...] = ()
     options: tuple[str, ...] = ()
     origin: str = ""
+    native: bool = False
 
     def load(self) -> Reader:
         """Import the reader function."""
@@ -138,9 +142,10 @@ ADAPTERS: dict[str, Adapter] = {
         origin="https://github.com/RUCAIBox/RecSysDatasets (each dataset's own terms)",
     ),
     "generic": Adapter(
-        "generic:read_generic",
+        "generic:read_generic_native",
         ("interactions", "items"),
         options=("interaction_columns", "item_columns", "timestamp_unit", "domain", "delimiter", "encoding"),
+        native=True,
     ),
 }
 

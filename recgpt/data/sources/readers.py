@@ -10,7 +10,6 @@ import ast
 import csv
 import dataclasses
 import gzip
-import io
 import json
 import math
 import re
@@ -73,34 +72,41 @@ def domain_from_options(options: Mapping[str, Any] | None, default: Domain) -> D
     return Domain(str(values["name"]), str(values["noun"]), float(values["rating_scale"]), tuple(values["identifying"]))
 
 
-def open_text(path: Path, encoding: str = "utf-8") -> io.TextIOWrapper:
-    """Open a text file, transparently gunzipping ``*.gz``; undecodable bytes raise on read, with the file named."""
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: file not found")
-    raw = gzip.open(path, "rb") if path.suffix == ".gz" else path.open("rb")  # noqa: SIM115 (wrapped and returned)
-    return io.TextIOWrapper(raw, encoding=encoding, errors="strict", newline="")  # type: ignore[arg-type]
+def text_lines(path: Path, encoding: str = "utf-8") -> Iterator[str]:
+    """The lines of a text file (``*.gz`` unpacked), each decoded on its own so an error names its exact line.
 
-
-def read_lines(path: Path, encoding: str = "utf-8") -> Iterator[tuple[int, str]]:
-    """Non-empty lines with their 1-based numbers.
+    Line endings are kept, as ``csv.reader`` needs them for quoted fields that span lines.
 
     Raises:
-        SourceFormatError: When the file is not in ``encoding``, naming the file and the line.
+        FileNotFoundError: If the file does not exist.
+        SourceFormatError: For bytes that are not ``encoding`` or a truncated/corrupt archive, naming file and line.
     """
-    with open_text(path, encoding) as handle:
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: file not found")
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as handle:
         number = 0
         while True:
             try:
-                line = handle.readline()
-            except UnicodeDecodeError as error:
-                raise SourceFormatError(
-                    f"{path}:{number + 1}: not valid {encoding} ({error.reason}); set the source's encoding"
-                ) from error
-            if not line:
+                raw = handle.readline()
+            except (EOFError, OSError) as error:  # a truncated or corrupt .gz
+                raise SourceFormatError(f"{path}:{number + 1}: the file is truncated or corrupt ({error})") from error
+            if not raw:
                 return
             number += 1
-            if line.strip():
-                yield number, line.rstrip("\r\n")
+            try:
+                yield raw.decode(encoding)
+            except UnicodeDecodeError as error:
+                raise SourceFormatError(
+                    f"{path}:{number}: not valid {encoding} ({error.reason}); set the source's encoding"
+                ) from error
+
+
+def read_lines(path: Path, encoding: str = "utf-8") -> Iterator[tuple[int, str]]:
+    """Non-empty lines without their line endings, with their 1-based numbers (see ``text_lines``)."""
+    for number, line in enumerate(text_lines(path, encoding), start=1):
+        if line.strip():
+            yield number, line.rstrip("\r\n")
 
 
 def json_records(path: Path, sink: RecordSink, python_literals: bool = False) -> Iterator[tuple[int, dict[str, Any]]]:
@@ -143,34 +149,29 @@ def csv_records(
         header: Column names for a file without a header row; None reads the first row as the header.
         required: Columns that must exist; a missing one is an error naming the file and the columns found.
     """
-    with open_text(path, encoding) as handle:
-        reader = csv.reader(handle, delimiter=delimiter, escapechar=escapechar)
+    reader = csv.reader(text_lines(path, encoding), delimiter=delimiter, escapechar=escapechar)
+    try:
+        names = header if header is not None else next(reader)
+    except StopIteration:
+        return
+    missing = [column for column in required if column not in names]
+    if missing:
+        raise SourceFormatError(f"{path}: missing column(s) {missing}; the header has {names}")
+    while True:
+        start = reader.line_num + 1
         try:
-            names = header if header is not None else next(reader)
+            row = next(reader)
         except StopIteration:
             return
-        except UnicodeDecodeError as error:
-            raise SourceFormatError(f"{path}:1: not valid {encoding}; set the source's encoding") from error
-        missing = [column for column in required if column not in names]
-        if missing:
-            raise SourceFormatError(f"{path}: missing column(s) {missing}; the header has {names}")
-        while True:
-            start = reader.line_num + 1
-            try:
-                row = next(reader)
-            except StopIteration:
-                return
-            except UnicodeDecodeError as error:
-                raise SourceFormatError(f"{path}:{start}: not valid {encoding}; set the source's encoding") from error
-            except csv.Error as error:
-                sink.reject(path, start, "malformed_csv", "", str(error)[:200])
-                continue
-            if not row or row == [""]:
-                continue
-            if len(row) != len(names):
-                sink.reject(path, start, "wrong_field_count", "", delimiter.join(row)[:200])
-                continue
-            yield start, dict(zip(names, row, strict=True))
+        except csv.Error as error:
+            sink.reject(path, start, "malformed_csv", "", str(error)[:200])
+            continue
+        if not row or row == [""]:
+            continue
+        if len(row) != len(names):
+            sink.reject(path, start, "wrong_field_count", "", delimiter.join(row)[:200])
+            continue
+        yield start, dict(zip(names, row, strict=True))
 
 
 def parse_number(raw: Any) -> float | None:
@@ -184,7 +185,7 @@ def parse_number(raw: Any) -> float | None:
     return value if math.isfinite(value) else None
 
 
-_DATE_FORMATS = (
+DATE_FORMATS = (
     "%Y-%m-%d %H:%M:%S",  # Yelp
     "%Y-%m-%dT%H:%M:%S",  # HotelRec
     "%Y-%m-%d",  # Netflix, Food.com
@@ -208,7 +209,7 @@ def parse_time(raw: Any, unit: str = "s") -> float | None:
     if not isinstance(raw, str):
         return None
     text = raw.strip()
-    for pattern in _DATE_FORMATS:
+    for pattern in DATE_FORMATS:
         try:
             parsed = datetime.strptime(text, pattern)
         except ValueError:
