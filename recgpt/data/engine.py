@@ -18,6 +18,7 @@ Steps, all in SQL (the corpus does not fit in memory):
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 from collections.abc import Iterator, Sequence
@@ -29,7 +30,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from recgpt.data.records import Domain, Item
-from recgpt.data.render import render_item, render_item_prefix, sql_event_line
+from recgpt.data.render import hide_rating, render_item, render_item_prefix, sql_clean_text, sql_event_line
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +70,6 @@ class Event:
         item_id: Canonical item id.
         text: The item's next-item line (``render_item``).
         line: The event's full line (``render_event``).
-        hidden: The full line with its rating removed (the rating task's target line).
         rating: The rating, or None.
         order: Position in the source file (the leak check's key with the user).
         next_item: ``"validation"``/``"test"`` when held out by leave-one-out, else None.
@@ -79,11 +79,15 @@ class Event:
     item_id: str
     text: str
     line: str
-    hidden: str
     rating: float | None
     order: int
     next_item: str | None
     rating_split: str | None
+
+    @property
+    def hidden(self) -> str:
+        """The full line with its rating removed (the rating task's target line)."""
+        return hide_rating(self.line, self.rating is not None)
 
     @property
     def held_out(self) -> bool:
@@ -91,21 +95,40 @@ class Event:
         return self.next_item is not None or self.rating_split is not None
 
 
+HISTORY_COLUMNS = ("item_id", "text", "line", "rating", "ord", "next_item", "rating_split")
+
+
 @dataclass
 class UserHistory:
-    """A user's events in order, with the user's group (``pretrain``, ``finetune`` or ``benchmark``)."""
+    """A user's events in order, with the user's group (``pretrain``, ``finetune`` or ``benchmark``).
+
+    The events are held as columns (aligned lists named as ``HISTORY_COLUMNS``), which is how DuckDB hands them
+    over; ``events`` builds ``Event`` records from them when a writer wants records.
+    """
 
     source: str
     user_id: str
     group: str
-    events: list[Event] = field(default_factory=list)
+    columns: dict[str, list[Any]] = field(default_factory=dict)
+
+    @functools.cached_property
+    def events(self) -> list[Event]:
+        """The events as records, oldest first."""
+        return [Event(*values) for values in zip(*(self.columns[name] for name in HISTORY_COLUMNS), strict=True)]
+
+    @property
+    def has_held_out(self) -> bool:
+        """Whether any event is held out (only benchmark users have such events)."""
+        return any(self.columns["next_item"]) or any(self.columns["rating_split"])
 
 
 def _connect(work: Path, memory_limit: str, threads: int | None) -> Any:
     import duckdb
 
     work.mkdir(parents=True, exist_ok=True)
-    connection = duckdb.connect(str(work / "engine.duckdb"))
+    # An in-memory database: under the memory limit DuckDB evicts its blocks to ``work/spill``, and nothing
+    # needs to outlive the run (measured faster than a database file at 10M interactions, bench/prep.py).
+    connection = duckdb.connect(":memory:")
     connection.execute(f"SET memory_limit = '{memory_limit}'")
     connection.execute(f"SET temp_directory = '{work / 'spill'}'")
     connection.execute("SET preserve_insertion_order = true")
@@ -145,7 +168,7 @@ def render_items(plan: SourcePlan, batch_size: int = 100_000) -> Path:
 
 
 class Engine:
-    """The DuckDB database of one preparation run (a file under ``work``, spilling to ``work/spill``)."""
+    """The DuckDB database of one preparation run (in memory, spilling to ``work/spill`` beyond the limit)."""
 
     def __init__(self, work: Path, memory_limit: str = "2GB", threads: int | None = None) -> None:
         self.connection = _connect(work, memory_limit, threads)
@@ -175,7 +198,7 @@ class Engine:
         )
         sql(
             "CREATE OR REPLACE TABLE events (source VARCHAR, user_id VARCHAR, item_id VARCHAR, text VARCHAR, "
-            "line VARCHAR, hidden VARCHAR, ts DOUBLE, rating DOUBLE, ord BIGINT, pos BIGINT, n BIGINT, "
+            "line VARCHAR, ts DOUBLE, rating DOUBLE, ord BIGINT, pos BIGINT, n BIGINT, "
             "user_group VARCHAR, next_item VARCHAR, rating_split VARCHAR)"
         )
         staged = {plan.name: self._stage(plan) for plan in plans}
@@ -183,6 +206,7 @@ class Engine:
             self._finish(plan, staged, min_user_interactions, finetune_fraction, seed, max_users)
         for name in staged:
             sql(f'DROP TABLE IF EXISTS "stage_{name}"')
+            sql(f'DROP TABLE IF EXISTS "items_{name}"')
 
     def _stage(self, plan: SourcePlan) -> str:
         """Items and de-duplicated events of one source, before user-level filters (steps 1-2)."""
@@ -192,32 +216,31 @@ class Engine:
         sql(f"""CREATE OR REPLACE TEMP TABLE items_src AS
             SELECT item_id, title, attributes, text, prefix, rn FROM read_parquet('{items}')
             QUALIFY row_number() OVER (PARTITION BY item_id ORDER BY rn) = 1""")
-        sql("""CREATE OR REPLACE TEMP TABLE items_canon AS
+        sql(f"""CREATE OR REPLACE TABLE "items_{plan.name}" AS
             SELECT i.item_id, c.item_id AS canonical, c.text, c.prefix FROM items_src i
             JOIN (SELECT text, arg_min(item_id, rn) AS item_id, arg_min(prefix, rn) AS prefix
                   FROM items_src GROUP BY text) c USING (text)""")
+        canon = f'"items_{plan.name}"'
         sql(f"""INSERT INTO catalog SELECT '{plan.name}', item_id, title, attributes, text FROM items_src
-            WHERE item_id IN (SELECT canonical FROM items_canon)""")
+            WHERE item_id IN (SELECT canonical FROM {canon})""")
         rows_in = self.scalar(f"SELECT count(*) FROM read_parquet('{interactions}')")
-        line = sql_event_line("c.prefix", "e.review", "e.rating", plan.domain.rating_scale)
-        hidden = sql_event_line("c.prefix", "e.review", "NULL", plan.domain.rating_scale)
+        # Exact duplicates: the same user, item, time, rating and review text (compared by a 64-bit hash, which is
+        # all the window needs to hold; a collision would also need equal user, item, time and rating).
         sql(f"""CREATE OR REPLACE TABLE "stage_{plan.name}" AS
-            SELECT e.user_id, c.canonical AS item_id, c.text, {line} AS line, {hidden} || '; Rating:' AS hidden,
-                   e.timestamp AS ts, e.rating, e.ord
-            FROM read_parquet('{interactions}') e JOIN items_canon c ON c.item_id = e.item_id
-            QUALIFY row_number() OVER (PARTITION BY e.user_id, c.canonical, e.timestamp, e.rating, e.review
+            SELECT e.user_id, c.canonical AS item_id, e.timestamp AS ts, e.rating, e.review, e.ord
+            FROM read_parquet('{interactions}') e JOIN {canon} c ON c.item_id = e.item_id
+            QUALIFY row_number() OVER (PARTITION BY e.user_id, c.canonical, e.timestamp, e.rating, hash(e.review)
                                        ORDER BY e.ord) = 1""")
         kept = self.scalar(f'SELECT count(*) FROM "stage_{plan.name}"')
         known = self.scalar(
-            f"SELECT count(*) FROM read_parquet('{interactions}') e "
-            "WHERE e.item_id IN (SELECT item_id FROM items_canon)"
+            f"SELECT count(*) FROM read_parquet('{interactions}') e WHERE e.item_id IN (SELECT item_id FROM {canon})"
         )
         self.counts[plan.name] = {
             "interactions_in": rows_in,
             "unknown_or_untitled_item": rows_in - known,
             "duplicate_interaction": known - kept,
-            "duplicate_item": self.scalar("SELECT count(*) FROM items_canon WHERE item_id <> canonical"),
-            "items": self.scalar("SELECT count(DISTINCT canonical) FROM items_canon"),
+            "duplicate_item": self.scalar(f"SELECT count(*) FROM {canon} WHERE item_id <> canonical"),
+            "items": self.scalar(f"SELECT count(DISTINCT canonical) FROM {canon}"),
         }
         return f'"stage_{plan.name}"'
 
@@ -235,8 +258,6 @@ class Engine:
         unknown = [name for name in plan.exclude_users_of if name not in staged]
         if unknown:
             raise ValueError(f"source '{plan.name}': exclude_users_of names unknown source(s) {unknown}")
-        excluded = " UNION ".join(f"SELECT user_id FROM {staged[name]}" for name in plan.exclude_users_of)
-        exclusion = f"WHERE user_id NOT IN ({excluded})" if excluded else ""
         threshold = round(finetune_fraction * 1_000_000)
         group = (
             "'benchmark'"
@@ -257,67 +278,111 @@ class Engine:
             )
         else:  # with leave-one-out alone, the rating task is evaluated on the held-out last events too
             rating_split = f"CASE WHEN rating IS NOT NULL THEN {next_item} END"
+        excluded = " UNION ".join(f"SELECT user_id FROM {staged[name]}" for name in plan.exclude_users_of) or (
+            "SELECT NULL::VARCHAR AS user_id WHERE false"
+        )
+        sql = self.connection.execute
+        # One pass over the events per user decides who stays: not excluded, dense enough, in the sample.
+        sql(f"""CREATE OR REPLACE TEMP TABLE users AS
+            SELECT *, NOT excluded AND n >= {int(min_user_interactions)} AS dense
+            FROM (SELECT user_id, count(*) AS n, user_id IN ({excluded}) AS excluded FROM {table} GROUP BY user_id)""")
         sample = (
             ""
             if max_users is None
-            else f"WHERE user_id IN (SELECT user_id FROM (SELECT DISTINCT user_id FROM dense) "
-            f"ORDER BY md5('{seed}|{plan.name}|' || user_id), user_id LIMIT {int(max_users)})"
+            else (
+                f"AND user_id IN (SELECT user_id FROM users WHERE dense "
+                f"ORDER BY md5('{seed}|{plan.name}|' || user_id), user_id LIMIT {int(max_users)})"
+            )
         )
-        before = self.scalar(f"SELECT count(*) FROM {table}")
-        self.connection.execute(f"""INSERT INTO events
-            WITH kept AS (SELECT * FROM {table} {exclusion}),
-            dense AS (SELECT * FROM kept QUALIFY count(*) OVER (PARTITION BY user_id) >= {int(min_user_interactions)}),
-            sampled AS (SELECT * FROM dense {sample}),
-            ordered AS (SELECT *, row_number() OVER (PARTITION BY user_id ORDER BY ts NULLS FIRST, ord) - 1 AS pos,
-                               count(*) OVER (PARTITION BY user_id) AS n FROM sampled)
-            SELECT '{plan.name}', user_id, item_id, text, line, hidden, ts, rating, ord, pos, n, {group},
-                   {next_item}, {rating_split}
-            FROM ordered""")
-        excluded_rows = before - self.scalar(f"SELECT count(*) FROM {table} {exclusion}")
-        after = self.scalar("SELECT count(*) FROM events WHERE source = ?", [plan.name])
-        dense = self.scalar(f"""SELECT count(*) FROM (SELECT user_id FROM {table} {exclusion}
-            QUALIFY count(*) OVER (PARTITION BY user_id) >= {int(min_user_interactions)})""")
+        sql(f"CREATE OR REPLACE TEMP TABLE kept AS SELECT user_id, n FROM users WHERE dense {sample}")
+        line = sql_event_line("c.prefix", "clean_review", "e.rating", plan.domain.rating_scale)
+        sql(f"""INSERT INTO events
+            WITH ordered AS (
+                SELECT e.*, k.n, row_number() OVER (PARTITION BY e.user_id ORDER BY e.ts NULLS FIRST, e.ord) - 1 AS pos
+                FROM {table} e JOIN kept k USING (user_id))
+            SELECT '{plan.name}', e.user_id, e.item_id, c.text, {line} AS line, e.ts, e.rating, e.ord, e.pos, e.n,
+                   {group}, {next_item}, {rating_split}
+            FROM (SELECT *, {sql_clean_text("review")} AS clean_review FROM ordered) e
+            JOIN "items_{plan.name}" c ON c.item_id = e.item_id
+            ORDER BY e.user_id, e.pos""")
+        totals = sql("""SELECT sum(n), sum(n) FILTER (excluded), sum(n) FILTER (NOT excluded AND NOT dense),
+                               (SELECT sum(n) FROM kept), (SELECT count(*) FROM kept) FROM users""").fetchall()[0]
+        before, excluded_rows, sparse, after, users = (int(value or 0) for value in totals)
         self.counts[plan.name].update(
             {
                 "excluded_user_interaction": excluded_rows,
-                "sparse_user_interaction": before - excluded_rows - dense,
-                "unsampled_user_interaction": dense - after,
+                "sparse_user_interaction": sparse,
+                "unsampled_user_interaction": before - excluded_rows - sparse - after,
                 "interactions_out": after,
-                "users": self.scalar("SELECT count(DISTINCT user_id) FROM events WHERE source = ?", [plan.name]),
+                "users": users,
             }
         )
         log.info("%s: %s", plan.name, self.counts[plan.name])
 
-    def histories(self, batch_size: int = 50_000) -> Iterator[UserHistory]:
-        """Every user's history, ordered by source, user id and position; one user in memory at a time."""
+    def pretraining(self, batch_size: int = 200_000) -> Iterator[tuple[str, str, list[str], list[int]]]:
+        """Pre-training users as ``(source, user_id, lines, orders)``, in the order ``events`` holds them.
+
+        The corpus is mostly these users, so only what their documents need crosses into Python: each event's
+        line and file order, with the user named on the first event only (``pos = 0`` starts a user). ``events``
+        is written sorted by user and position, and a scan without ORDER BY returns insertion order
+        (``preserve_insertion_order``), so no second sort is needed.
+        """
         reader = self.stream(
-            "SELECT source, user_id, user_group, item_id, text, line, hidden, rating, ord, next_item, rating_split "
-            "FROM events ORDER BY source, user_id, pos",
+            "SELECT CASE WHEN pos = 0 THEN source END AS source, CASE WHEN pos = 0 THEN user_id END AS user_id, "
+            "line, ord FROM events WHERE user_group = 'pretrain'",
             batch_size=batch_size,
         )
-        current: UserHistory | None = None
+        current: tuple[str, str, list[str], list[int]] | None = None
         for batch in reader:
             columns = batch.to_pydict()
-            for index in range(batch.num_rows):
-                source, user = columns["source"][index], columns["user_id"][index]
-                if current is None or (current.source, current.user_id) != (source, user):
-                    if current is not None:
-                        yield current
-                    current = UserHistory(source, user, columns["user_group"][index])
-                current.events.append(
-                    Event(
-                        columns["item_id"][index],
-                        columns["text"][index],
-                        columns["line"][index],
-                        columns["hidden"][index],
-                        columns["rating"][index],
-                        columns["ord"][index],
-                        columns["next_item"][index],
-                        columns["rating_split"][index],
-                    )
+            starts = [index for index, user in enumerate(columns["user_id"]) if user is not None]
+            if current is not None and (not starts or starts[0] > 0):  # the user in progress goes on
+                end = starts[0] if starts else batch.num_rows
+                current[2].extend(columns["line"][:end])
+                current[3].extend(columns["ord"][:end])
+            for position, start in enumerate(starts):
+                if current is not None:
+                    yield current
+                end = starts[position + 1] if position + 1 < len(starts) else batch.num_rows
+                current = (
+                    columns["source"][start],
+                    columns["user_id"][start],
+                    columns["line"][start:end],
+                    columns["ord"][start:end],
                 )
         if current is not None:
             yield current
+
+    def histories(self, batch_size: int = 100_000) -> Iterator[UserHistory]:
+        """The fine-tuning and benchmark users' histories, in the order ``events`` holds them (see ``pretraining``).
+
+        Arrow batches are cut into users by slicing their columns, so Python holds a batch and the user in
+        progress, with no record per event.
+        """
+        names = ", ".join(HISTORY_COLUMNS)
+        reader = self.stream(
+            f"SELECT source, user_id, user_group, {names} FROM events WHERE user_group <> 'pretrain'",
+            batch_size=batch_size,
+        )
+        pending: UserHistory | None = None
+        for batch in reader:
+            columns = batch.to_pydict()
+            keys = list(zip(columns["source"], columns["user_id"], strict=True))
+            start = 0
+            for index in range(1, len(keys) + 1):
+                if index < len(keys) and keys[index] == keys[start]:
+                    continue
+                part = {name: columns[name][start:index] for name in HISTORY_COLUMNS}
+                if pending is not None and (pending.source, pending.user_id) == keys[start]:
+                    for name in HISTORY_COLUMNS:
+                        pending.columns[name].extend(part[name])
+                else:
+                    if pending is not None:
+                        yield pending
+                    pending = UserHistory(*keys[start], columns["user_group"][start], part)
+                start = index
+        if pending is not None:
+            yield pending
 
     def item_rows(self, source: str) -> Iterator[dict[str, Any]]:
         """The catalogue of a source after cleaning (items some kept event names), in id order."""
@@ -333,7 +398,7 @@ class Engine:
     def training_lines(self, batch_size: int = 50_000) -> Iterator[str]:
         """Full lines of every event that is not held out (what a tokenizer is trained on), in a fixed order."""
         reader = self.stream(
-            "SELECT line FROM events WHERE next_item IS NULL AND rating_split IS NULL ORDER BY source, user_id, pos",
+            "SELECT line FROM events WHERE next_item IS NULL AND rating_split IS NULL",
             batch_size=batch_size,
         )
         for batch in reader:

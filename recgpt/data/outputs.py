@@ -92,7 +92,7 @@ class CorpusWriter:
         self.settings = settings
         self.count_tokens = count_tokens
         self.files: dict[str, TextIO] = {}
-        self.keys: list[tuple[str, str, int]] = []
+        self.keys: tuple[list[str], list[str], list[int]] = ([], [], [])
         self.key_writer = pq.ParquetWriter(root / "trained_keys.parquet", KEY_SCHEMA)
         self.counts: dict[str, Counter[str]] = {name: Counter() for name in domains}
         self.header_tokens = {
@@ -110,60 +110,85 @@ class CorpusWriter:
     def _write(self, relative: str, row: dict[str, Any]) -> None:
         self._file(relative).write(json.dumps(row, ensure_ascii=False) + "\n")
 
-    def _trained(self, source: str, user: str, events: Sequence[Event]) -> None:
-        self.keys.extend((source, user, e.order) for e in events)
-        if len(self.keys) >= 200_000:
+    def _trained(self, source: str, user: str, orders: Sequence[int]) -> None:
+        sources, users, keys = self.keys
+        sources.extend([source] * len(orders))
+        users.extend([user] * len(orders))
+        keys.extend(orders)
+        if len(keys) >= 500_000:
             self._flush_keys()
 
     def _flush_keys(self) -> None:
-        if self.keys:
-            columns = list(zip(*self.keys, strict=True))
-            self.key_writer.write_table(pa.table([list(c) for c in columns], schema=KEY_SCHEMA))
-            self.keys = []
+        if self.keys[2]:
+            self.key_writer.write_table(pa.table(list(self.keys), schema=KEY_SCHEMA))
+            self.keys = ([], [], [])
 
-    def chunks(self, source: str, events: list[Event]) -> list[list[Event]]:
-        """A history cut to the token budget (``recgpt.data.chunking``); each chunk is treated as its own user."""
+    def chunk_bounds(self, source: str, lines: list[str]) -> list[tuple[int, int]]:
+        """A history's chunks within the token budget (``recgpt.data.chunking``); each counts as its own user."""
         budget = self.settings.max_seq_len
-        if budget is None or self.count_tokens is None or not events:
-            return [events] if events else []
+        if not lines:
+            return []
         header = self.header_tokens[source]
-        if header + sum(len(e.line.encode()) + 1 for e in events) <= budget:  # a token is at least one byte
-            return [events]
-        tokens = self.count_tokens([e.line for e in events])
+        if budget is None or self.count_tokens is None or header + sum(len(x.encode()) + 1 for x in lines) <= budget:
+            return [(0, len(lines))]  # a token is at least one byte, so this history fits
+        tokens = self.count_tokens(lines)
         bounds = chunk_bounds(tokens, header, budget)
         self.counts[source]["lines_over_budget"] += sum(
             1 for a, b in bounds if b - a == 1 and header + tokens[a] + 1 > budget
         )
-        return [events[a:b] for a, b in bounds]
+        return bounds
+
+    def write_documents(self, source: str, user: str, lines: list[str], orders: list[int]) -> list[tuple[int, int]]:
+        """Write a user's pre-training documents: chunked to the budget, repeated by the source's weight.
+
+        Returns:
+            The chunks' ``(start, stop)`` bounds.
+        """
+        counts = self.counts[source]
+        bounds = self.chunk_bounds(source, lines)
+        counts["chunks"] += len(bounds)
+        weight = (self.settings.weights or {}).get(source, 1.0)
+        share = unit_hash(f"{self.settings.seed}|weight|{source}|{user}")
+        copies = math.floor(weight) + (1 if share < weight - math.floor(weight) else 0)
+        for start, stop in bounds if copies else []:
+            row = json.dumps({"text": render_document(self.domains[source], lines[start:stop])}, ensure_ascii=False)
+            self._file("pretraining/corpus.jsonl").write((row + "\n") * copies)
+            counts["documents"] += copies
+            self._trained(source, user, orders[start:stop])
+        return bounds
+
+    def write_pretraining_user(self, source: str, user: str, lines: list[str], orders: list[int]) -> None:
+        """A pre-training user: documents only (``Engine.pretraining`` streams them)."""
+        self.counts[source]["users_pretrain"] += 1
+        self.write_documents(source, user, lines, orders)
 
     def write(self, history: UserHistory) -> None:
-        """Write everything one user contributes, by group (``pretrain``, ``finetune``, ``benchmark``)."""
+        """Write everything a fine-tuning or benchmark user contributes."""
         source, domain, counts = history.source, self.domains[history.source], self.counts[history.source]
         counts[f"users_{history.group}"] += 1
-        train = [e for e in history.events if not e.held_out]
-        chunks = self.chunks(source, train)
-        counts["chunks"] += len(chunks)
-        if history.group in {"pretrain", "benchmark"}:
-            weight = (self.settings.weights or {}).get(source, 1.0)
-            share = unit_hash(f"{self.settings.seed}|weight|{source}|{history.user_id}")
-            copies = math.floor(weight) + (1 if share < weight - math.floor(weight) else 0)
-            for chunk in chunks:
-                text = render_document(domain, [e.line for e in chunk])
-                for _ in range(copies):
-                    self._write("pretraining/corpus.jsonl", {"text": text})
-                    counts["documents"] += 1
-                self._trained(source, history.user_id, chunk if copies else [])
+        if history.has_held_out:
+            train = [e for e in history.events if not e.held_out]
+            lines, orders = [e.line for e in train], [e.order for e in train]
+        else:
+            train = None
+            lines, orders = history.columns["line"], history.columns["ord"]
+        if history.group == "benchmark":
+            bounds = self.write_documents(source, history.user_id, lines, orders)
+        else:
+            bounds = self.chunk_bounds(source, lines)
+            counts["chunks"] += len(bounds)
         on_benchmark = history.group == "benchmark" and source in self.settings.finetune_on_benchmark
         if history.group == "finetune" or on_benchmark:
+            events = train if train is not None else history.events
             # A fine-tuning user's chunks each count as a user (RecGPT). A benchmark user gives rows from its whole
             # training history, the history its evaluation prompts continue; the collator fits them to length.
-            for chunk in [train] if on_benchmark else chunks:
+            for chunk in [events] if on_benchmark else [events[a:b] for a, b in bounds]:
                 for row, used in training_rows(domain, chunk, self.settings.examples_per_user):
                     self._write("instruct/train.unshuffled.jsonl", row)
                     counts["instruction_rows"] += 1
-                    self._trained(source, history.user_id, used)
+                    self._trained(source, history.user_id, [e.order for e in used])
         if history.group == "benchmark":
-            self._benchmark(history, domain, train)
+            self._benchmark(history, domain, train if train is not None else history.events)
 
     def _benchmark(self, history: UserHistory, domain: Domain, train: list[Event]) -> None:
         folder = f"benchmark/{history.source}"

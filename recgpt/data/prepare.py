@@ -296,6 +296,8 @@ def _write(config: PrepareConfig, engine: Engine, root: Path, ingested: dict[str
     domains = {name: result.domain for name, result in ingested.items()}
     writer = CorpusWriter(root, domains, settings, count_tokens, fit)
     try:
+        for source, user, lines, orders in engine.pretraining():
+            writer.write_pretraining_user(source, user, lines, orders)
         for history in engine.histories():
             writer.write(history)
     finally:

@@ -48,11 +48,14 @@ def test_ties_keep_file_order_and_duplicates_merge(tmp_path: Path):
     ]
     plan = SourcePlan("ml", source(tmp_path / "ml", items, rows), MOVIELENS)
     db = engine(tmp_path, [plan])
-    [history] = list(db.histories())
+    [(name, user, lines, orders)] = list(db.pretraining())
     # "z" renders like "a" (the first "Heat (1995)"), so it is "a"; equal timestamps keep file order.
-    assert [(e.item_id, e.order) for e in history.events] == [("a", 12), ("b", 10), ("a", 11)]
-    assert history.events[1].line == "Title: Fargo (1996); Rating: 3.0/5.0"
-    assert history.events[1].hidden == "Title: Fargo (1996); Rating:"
+    assert (name, user, orders) == ("ml", "u", [12, 10, 11])
+    assert lines == [
+        "Title: Heat (1995); Rating: 5.0/5.0",
+        "Title: Fargo (1996); Rating: 3.0/5.0",
+        "Title: Heat (1995); Rating: 4.0/5.0",
+    ]
     counts = db.counts["ml"]
     assert (counts["duplicate_item"], counts["duplicate_interaction"], counts["unknown_or_untitled_item"]) == (1, 1, 1)
 
@@ -69,22 +72,24 @@ def test_sparse_users_excluded_users_and_sampling(tmp_path: Path):
     )
     plans = [SourcePlan("old", older, SHOP), SourcePlan("new", newer, SHOP, exclude_users_of=("old",))]
     db = engine(tmp_path, plans, min_user_interactions=5)
-    users = {(h.source, h.user_id) for h in db.histories()}
-    assert users == {("new", "solo")}
+    users = {(name, user) for name, user, _, _ in db.pretraining()}
+    assert users == {("new", "solo")} and not list(db.histories())
     assert db.counts["new"]["excluded_user_interaction"] == 5
     assert db.counts["new"]["sparse_user_interaction"] == 2
     sampled = engine(tmp_path / "s", [SourcePlan("new", newer, SHOP)], max_users=1)
-    assert len(list(sampled.histories())) == 1 and sampled.counts["new"]["unsampled_user_interaction"] > 0
+    assert len(list(sampled.pretraining())) == 1 and sampled.counts["new"]["unsampled_user_interaction"] > 0
 
 
 def test_user_split_is_a_seeded_fraction(tmp_path: Path):
     items = [Item("a", "A"), Item("b", "B")]
     rows = [e for n in range(400) for e in events(f"user{n}", "ab", [1, 2])]
     db = engine(tmp_path, [SourcePlan("big", source(tmp_path / "big", items, rows), SHOP)], finetune_fraction=0.25)
-    groups = [h.group for h in db.histories()]
-    assert 0.18 < groups.count("finetune") / 400 < 0.32
+    finetune = [h.user_id for h in db.histories()]
+    assert all(h.group == "finetune" for h in db.histories())
+    assert 0.18 < len(finetune) / 400 < 0.32
+    assert len(list(db.pretraining())) == 400 - len(finetune)
     again = engine(tmp_path / "again", [SourcePlan("big", tmp_path / "big", SHOP)], finetune_fraction=0.25)
-    assert [h.group for h in again.histories()] == groups
+    assert [h.user_id for h in again.histories()] == finetune
 
 
 def test_leave_one_out_and_random_split_hold_events_out(tmp_path: Path):
@@ -115,3 +120,15 @@ def test_leak_check_finds_a_held_out_event_in_training_keys(tmp_path: Path):
 def test_memory_limit_is_applied(tmp_path: Path):
     db = Engine(tmp_path / "db", memory_limit="64MB")
     assert db.scalar("SELECT current_setting('memory_limit')") == "61.0 MiB"  # 64 MB, as DuckDB prints it
+
+
+def test_streams_cut_users_across_batches(tmp_path: Path):
+    items = [Item(i, f"Item {i}") for i in "abcdefg"]
+    rows = [
+        e for user, count in (("u1", 3), ("u2", 1), ("u3", 5)) for e in events(user, "abcdefg"[:count], [1] * count)
+    ]
+    db = engine(tmp_path, [SourcePlan("s", source(tmp_path / "s", items, rows), SHOP)])
+    whole = list(db.pretraining(batch_size=1000))
+    assert [(user, len(lines)) for _, user, lines, _ in whole] == [("u1", 3), ("u2", 1), ("u3", 5)]
+    for size in (1, 2, 3, 4):
+        assert list(db.pretraining(batch_size=size)) == whole

@@ -122,3 +122,30 @@ def test_instruction_parse_round_trips_and_keeps_the_newest_lines():
 def test_parse_prompt_rejects_untemplated_text():
     assert parse_prompt("Predict the next item.") is None
     assert parse_prompt(render_prompt("x")) == "x"
+
+
+def test_sql_rendering_matches_python_byte_for_byte():
+    """The engine renders lines in DuckDB; the expression must write exactly what ``render_event`` writes."""
+    import random
+
+    import duckdb
+
+    from recgpt.data.render import hide_rating, render_item_prefix, sql_clean_text, sql_event_line
+
+    rng = random.Random(0)
+    reviews = [None, "", "  ", "Great\n\tmovie ", "a\u00a0b  c", "x\r\ny", "emoji 🎬  ok", "\x0b v", "'quoted' \"x\""]
+    rows = []
+    for _ in range(400):
+        item = Item("1", rng.choice(["Heat (1995)", "Amélie", "O'Brien; Tales"]), (("Genres", "Drama"),))
+        rows.append((item, rng.choice(reviews), rng.choice([None, 1.0, 2.5, 3.25, 4.0, 10.0])))
+    connection = duckdb.connect()
+    connection.execute("CREATE TABLE t (prefix VARCHAR, review VARCHAR, rating DOUBLE)")
+    connection.executemany("INSERT INTO t VALUES (?, ?, ?)", [(render_item_prefix(i), r, s) for i, r, s in rows])
+    line = sql_event_line("prefix", "clean", "rating", 10.0)
+    rendered = connection.execute(
+        f"SELECT {line} FROM (SELECT *, {sql_clean_text('review')} AS clean FROM t)"
+    ).fetchall()
+    for (item, review, rating), (sql_line,) in zip(rows, rendered, strict=True):
+        event = Interaction("u", "1", 0.0, rating, review)
+        assert sql_line == render_event(item, event, 10.0)
+        assert hide_rating(sql_line, rating is not None) == render_event(item, event, 10.0, hide_rating=True)

@@ -49,13 +49,13 @@ def _reader(path: Path, options: Options) -> tuple[str, int]:
     if kind == ".parquet":
         return f"read_parquet({name})", 1
     if kind in {".jsonl", ".json", ".ndjson"}:
-        return f"read_json({name}, format='newline_delimited', records=true, maximum_object_size=134217728)", 1
+        return f"read_json({name}, format='newline_delimited', records=true, maximum_object_size=16777216)", 1
     if kind in {".csv", ".tsv", ".txt"}:
         delimiter = options.get("delimiter", "\t" if kind == ".tsv" else ",")
         encoding = options.get("encoding", "utf-8")
         return (
             f"read_csv({name}, header=true, all_varchar=true, delim={_literal(delimiter)}, quote='\"', "
-            f"escape='\"', encoding={_literal(encoding)}, max_line_size=134217728, null_padding=false)"
+            f"escape='\"', encoding={_literal(encoding)}, max_line_size=16777216, null_padding=false)"
         ), 2
     raise SourceFormatError(f"{path}: unknown file type {kind!r}; use .csv, .tsv, .jsonl or .parquet")
 
@@ -141,11 +141,12 @@ def read_generic_native(
         f"WHEN length(review) > {limit} THEN 'field_too_large|review'",
     ]
     event_reason = "CASE " + " ".join(checks) + " END"
-    sql(f"""COPY (SELECT item_id, title, attributes FROM items_raw WHERE ({item_reason}) IS NULL ORDER BY line)
+    # No ORDER BY: with insertion order preserved, rows leave in file order without a sort.
+    sql(f"""COPY (SELECT item_id, title, attributes FROM items_raw WHERE ({item_reason}) IS NULL)
         TO {_literal(str(folder / "items.parquet"))} (FORMAT parquet)""")
     target = _literal(str(folder / "interactions.parquet"))
     sql(f"""COPY (SELECT user_id, item_id, timestamp, rating, review, line AS ord FROM events_raw
-        WHERE ({event_reason}) IS NULL ORDER BY line) TO {target} (FORMAT parquet)""")
+        WHERE ({event_reason}) IS NULL) TO {target} (FORMAT parquet)""")
     rejected = []
     for role, table, reason in (("items", "items_raw", item_reason), ("interactions", "events_raw", event_reason)):
         excerpt = "coalesce(title, item_id, '')" if table == "items_raw" else "coalesce(raw_time, raw_rating, '')"
