@@ -58,6 +58,12 @@ def _checkpoint_from_hf(args: argparse.Namespace) -> None:
     sys.stdout.write(f"{result['tensors']} tensors, {result['parameters']:,} parameters -> {result['output']}\n")
 
 
+def _checkpoint_update_code(args: argparse.Namespace) -> None:
+    from recgpt.training.checkpoints import update_mpt_code
+
+    sys.stdout.write(f"{update_mpt_code(args.source, Path(args.output))}\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
     parser = argparse.ArgumentParser(prog="recgpt", description=__doc__)
@@ -97,6 +103,10 @@ def build_parser() -> argparse.ArgumentParser:
     from_hf.add_argument("source", help="a local model folder or a hub id (e.g. mosaicml/mpt-7b, vinai/RecGPT-7B)")
     from_hf.add_argument("output", help="the .pt file to write, e.g. checkpoints/mpt-7b.composer.pt")
     from_hf.set_defaults(handler=_checkpoint_from_hf)
+    update = checkpoint.add_parser("update-code", help="MPT HF folder -> the same weights with llm-foundry 0.22's code")
+    update.add_argument("source", help="a local model folder or a hub id (e.g. vinai/RecGPT-7B-Instruct)")
+    update.add_argument("output", help="the folder to write, e.g. checkpoints/recgpt-7b-instruct")
+    update.set_defaults(handler=_checkpoint_update_code)
     return parser
 
 

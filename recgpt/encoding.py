@@ -43,6 +43,11 @@ class EncodedExample:
     labels: list[int]
     dropped_lines: int
 
+    @property
+    def prompt_length(self) -> int:
+        """How many leading tokens are prompt (masked out of the loss)."""
+        return len(self.labels) - sum(1 for label in self.labels if label != IGNORE_INDEX)
+
 
 def encode_response(tokenizer: Tokenizer, response: str) -> list[int]:
     """Response ids, no special tokens, then EOS."""

@@ -134,3 +134,37 @@ def test_two_processes_train_with_ddp_over_gloo(demo, tmp_path: Path):
         ]
     )
     assert (tmp_path / "ft" / "hf" / "huggingface" / "final" / "modeling_mpt.py").is_file()
+
+
+def test_lora_recipe_trains_adapters_and_exports_them(demo, tmp_path: Path):
+    """configs/fine-tuning-lora.yaml shrunk to CPU: only the adapters train; the export loads merged."""
+    from recgpt.inference.generate import generate, load_model
+
+    folder, _ = demo
+    base = folder / "fine-tuning" / "hf" / "huggingface" / "final"
+    run(
+        [
+            "composer",
+            "-n",
+            "1",
+            "scripts/train.py",
+            "configs/fine-tuning-lora.yaml",
+            f"variables.model={base}",
+            f"variables.data={ROOT / 'sample_instruction_following_dataset'}",
+            f"variables.save_folder={tmp_path / 'lora'}",
+            "variables.max_seq_len=256",
+            "precision=fp32",
+            "model.config_overrides.attn_config.attn_impl=torch",
+            "train_loader.num_workers=0",
+            "max_duration=2ba",
+            "global_train_batch_size=4",
+            "device_train_microbatch_size=2",
+            "callbacks.memory_monitor=null",
+        ]
+    )
+    export = tmp_path / "lora" / "hf" / "huggingface" / "final"
+    assert (export / "adapter_config.json").is_file()
+    model, tokenizer = load_model(export)
+    prompt = json.loads((ROOT / "sample_instruction_following_dataset" / "train.jsonl").open().readline())["prompt"]
+    [candidates] = generate(model, tokenizer, [prompt], max_new_tokens=4)
+    assert isinstance(candidates[0].text, str)

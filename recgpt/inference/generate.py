@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -34,13 +35,21 @@ def load_model(model_dir: str | Path, device: str = "cpu") -> tuple[Any, Any]:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     folder = Path(model_dir)
-    if not (folder / "config.json").is_file():
+    adapter = folder / "adapter_config.json"
+    if not (folder / "config.json").is_file() and not adapter.is_file():
         raise FileNotFoundError(f"--model {folder}: not a Hugging Face model folder (no config.json)")
     tokenizer = AutoTokenizer.from_pretrained(str(folder))
     tokenizer.padding_side = "left"
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
-    model = AutoModelForCausalLM.from_pretrained(str(folder), trust_remote_code=True, torch_dtype=torch.float32)
+    if adapter.is_file():  # a LoRA export (configs/fine-tuning-lora.yaml): its base model plus the adapter, merged
+        from peft import PeftModel
+
+        base_path = json.loads(adapter.read_text(encoding="utf-8"))["base_model_name_or_path"]
+        base = AutoModelForCausalLM.from_pretrained(base_path, trust_remote_code=True, torch_dtype=torch.float32)
+        model = PeftModel.from_pretrained(base, str(folder)).merge_and_unload()
+    else:
+        model = AutoModelForCausalLM.from_pretrained(str(folder), trust_remote_code=True, torch_dtype=torch.float32)
     model.to(device).eval()
     return model, tokenizer
 

@@ -7,6 +7,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 
 from recgpt.data.render import render_prompt
@@ -52,8 +53,22 @@ def to_example(row: Mapping[str, Any], source: str) -> PromptResponse:
     return PromptResponse(prompt, row["response"], source)
 
 
+@dataclass(frozen=True)
+class Tokens:
+    """A tokenized example, compact: its ids (int32) and how many leading ones are prompt.
+
+    Labels are derived, never stored: ``IGNORE_INDEX`` over the prompt, the ids over the response and EOS.
+    """
+
+    ids: np.ndarray
+    prompt_length: int
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
 class RecGPTCollator:
-    """Turn examples into a right-padded batch for a causal LM.
+    """Turn examples into a right-padded batch for a causal LM, one example per row or several packed per row.
 
     For each example the prompt is masked out of the loss and the response plus EOS are the targets. An example
     longer than ``max_seq_len`` loses its oldest history lines, whole items at a time, never its task line,
@@ -65,10 +80,16 @@ class RecGPTCollator:
         prompt [5, 6]    + response [9, 9]  -> input_ids [5, 6, 9, 9, 0]       labels [-100, -100, 9, 9, 0]
         batch attention_mask marks real tokens; padding positions get PAD ids and label -100.
 
+    A row that is a list of examples (a packed bin, ``recgpt.training.packing``) concatenates them and adds
+    ``sequence_id``: 0, 1, ... per example, -1 over padding::
+
+        [[5, 6, 7, 8, 0], [5, 6, 9, 9, 0]] -> input_ids   [5, 6, 7, 8, 0, 5, 6, 9, 9, 0]
+                                             sequence_id [0, 0, 0, 0, 0, 1, 1, 1, 1, 1]
+
     Args:
         tokenizer: A Hugging Face tokenizer with an EOS token (its PAD token, or EOS, pads).
         max_seq_len: The longest sequence the model trains on.
-        pad_to_max_seq_len: Pad every batch to ``max_seq_len`` instead of to its longest example.
+        pad_to_max_seq_len: Pad every batch to ``max_seq_len`` instead of to its longest row.
     """
 
     def __init__(self, tokenizer: Any, max_seq_len: int, pad_to_max_seq_len: bool = False) -> None:
@@ -82,28 +103,50 @@ class RecGPTCollator:
         self.examples_seen = 0
         self.examples_shortened = 0
 
-    def __call__(self, examples: Sequence[PromptResponse | Mapping[str, Any]]) -> dict[str, torch.Tensor]:
-        """Collate examples (``PromptResponse`` or raw rows) into ``input_ids``, ``attention_mask``, ``labels``."""
-        encoded = []
-        for example in examples:
-            if not isinstance(example, PromptResponse):
-                example = to_example(example, "<batch>")
-            try:
-                item = encode_example(self.tokenizer, example.prompt, example.response, self.max_seq_len)
-            except ExampleTooLongError as error:
-                raise ExampleTooLongError(f"{example.source}: {error}; raise max_seq_len") from error
-            self.examples_seen += 1
-            if item.dropped_lines:
-                self.examples_shortened += 1
-                log.debug("%s: removed %d oldest history lines to fit", example.source, item.dropped_lines)
-            encoded.append(item)
-        width = self.max_seq_len if self.pad_to_max_seq_len else max(len(item.input_ids) for item in encoded)
-        input_ids = torch.full((len(encoded), width), self.pad_token_id, dtype=torch.long)
-        labels = torch.full((len(encoded), width), IGNORE_INDEX, dtype=torch.long)
-        attention_mask = torch.zeros((len(encoded), width), dtype=torch.long)
-        for row, item in enumerate(encoded):
-            length = len(item.input_ids)
-            input_ids[row, :length] = torch.tensor(item.input_ids)
-            labels[row, :length] = torch.tensor(item.labels)
-            attention_mask[row, :length] = 1
-        return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
+    def encode(self, example: PromptResponse | Mapping[str, Any]) -> Tokens:
+        """Tokenize one example (fitting it to ``max_seq_len``), counting those that lost history lines."""
+        if not isinstance(example, PromptResponse):
+            example = to_example(example, "<batch>")
+        try:
+            item = encode_example(self.tokenizer, example.prompt, example.response, self.max_seq_len)
+        except ExampleTooLongError as error:
+            raise ExampleTooLongError(f"{example.source}: {error}; raise max_seq_len") from error
+        self.examples_seen += 1
+        if item.dropped_lines:
+            self.examples_shortened += 1
+            log.debug("%s: removed %d oldest history lines to fit", example.source, item.dropped_lines)
+        return Tokens(np.asarray(item.input_ids, dtype=np.int32), item.prompt_length)
+
+    def __call__(self, rows: Sequence[Any]) -> dict[str, torch.Tensor]:
+        """Collate rows into ``input_ids``, ``attention_mask``, ``labels`` (and ``sequence_id`` when packed).
+
+        A row is an example (``Tokens``, ``PromptResponse`` or a raw ``prompt``/``response`` row) or a list of
+        examples to pack into one sequence.
+        """
+        packed = any(isinstance(row, list) for row in rows)
+        groups = [[self._tokens(item) for item in (row if isinstance(row, list) else [row])] for row in rows]
+        lengths = [sum(len(tokens) for tokens in group) for group in groups]
+        if max(lengths) > self.max_seq_len:
+            raise ValueError(f"a packed row of {max(lengths)} tokens exceeds max_seq_len {self.max_seq_len}")
+        width = self.max_seq_len if self.pad_to_max_seq_len else max(lengths)
+        input_ids = torch.full((len(groups), width), self.pad_token_id, dtype=torch.long)
+        labels = torch.full((len(groups), width), IGNORE_INDEX, dtype=torch.long)
+        attention_mask = torch.zeros((len(groups), width), dtype=torch.long)
+        sequence_id = torch.full((len(groups), width), -1, dtype=torch.long)
+        for row, group in enumerate(groups):
+            start = 0
+            for index, tokens in enumerate(group):
+                stop = start + len(tokens)
+                ids = torch.from_numpy(tokens.ids.astype(np.int64))
+                input_ids[row, start:stop] = ids
+                labels[row, start + tokens.prompt_length : stop] = ids[tokens.prompt_length :]
+                attention_mask[row, start:stop] = 1
+                sequence_id[row, start:stop] = index
+                start = stop
+        batch = {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
+        if packed:
+            batch["sequence_id"] = sequence_id
+        return batch
+
+    def _tokens(self, item: Any) -> Tokens:
+        return item if isinstance(item, Tokens) else self.encode(item)

@@ -26,6 +26,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from recgpt.training.collator import PromptResponse, RecGPTCollator, to_example
+from recgpt.training.packing import pack_lengths, packing_efficiency
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +45,8 @@ class FinetuningDatasetConfig:
         shuffle: Shuffle every epoch.
         shuffle_seed: Seed of the shuffle.
         pad_to_max_seq_len: Pad every batch to ``max_seq_len`` rather than its longest example.
+        packing: Pack several examples into each sequence (``recgpt.training.packing``); the batch size then
+            counts packed sequences, and the model needs ``attn_config.attn_uses_sequence_id: true``.
     """
 
     hf_name: str
@@ -52,6 +55,7 @@ class FinetuningDatasetConfig:
     shuffle: bool = True
     shuffle_seed: int = 0
     pad_to_max_seq_len: bool = False
+    packing: bool = False
 
 
 def read_jsonl_examples(path: Path) -> list[PromptResponse]:
@@ -122,6 +126,33 @@ def parse_dataset_config(dataset: dict[str, Any]) -> FinetuningDatasetConfig:
     return FinetuningDatasetConfig(**dataset)
 
 
+def tokenize_examples(examples: list[PromptResponse], collator: RecGPTCollator, packing: bool) -> list[Any]:
+    """Tokenize every example once, up front; with ``packing``, group them into bins of ``max_seq_len`` tokens.
+
+    Returns:
+        ``Tokens`` per example, or a list of ``Tokens`` per packed sequence.
+    """
+    tokens = [collator.encode(example) for example in examples]
+    if collator.examples_shortened:
+        log.info(
+            "recgpt_finetuning: %d of %d examples lost their oldest history lines to fit max_seq_len %d",
+            collator.examples_shortened,
+            len(tokens),
+            collator.max_seq_len,
+        )
+    if not packing:
+        return tokens
+    lengths = [len(t) for t in tokens]
+    bins = pack_lengths(lengths, collator.max_seq_len)
+    log.info(
+        "recgpt_finetuning: packed %d examples into %d sequences (%.1f%% of tokens are real)",
+        len(tokens),
+        len(bins),
+        100 * packing_efficiency(lengths, bins, collator.max_seq_len),
+    )
+    return [[tokens[index] for index in group] for group in bins]
+
+
 def count_batch_tokens(batch: dict[str, torch.Tensor]) -> dict[str, int]:
     """Composer's token counter: real tokens (attention mask) and loss-generating tokens (labels)."""
     return {
@@ -157,9 +188,10 @@ def build_recgpt_finetuning_dataloader(
         raise ValueError(f"train_loader.dataset.hf_name: {config.hf_name} [{config.split}] holds no examples")
     log.info("recgpt_finetuning: %d examples from %s [%s]", len(examples), config.hf_name, config.split)
     collator = RecGPTCollator(tokenizer, config.max_seq_len, config.pad_to_max_seq_len)
-    sampler = dist.get_sampler(examples, drop_last=drop_last, shuffle=config.shuffle, seed=config.shuffle_seed)
+    dataset = tokenize_examples(examples, collator, config.packing)
+    sampler = dist.get_sampler(dataset, drop_last=drop_last, shuffle=config.shuffle, seed=config.shuffle_seed)
     loader = DataLoader(
-        examples,  # type: ignore[arg-type]  # a list is a map-style dataset
+        dataset,  # type: ignore[arg-type]  # a list is a map-style dataset
         batch_size=int(device_batch_size),
         sampler=sampler,
         collate_fn=collator,

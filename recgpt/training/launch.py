@@ -19,5 +19,28 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     from llmfoundry.command_utils import train_from_yaml
 
-    logging.getLogger("recgpt").setLevel(logging.INFO)  # llm-foundry configures the handlers
+    logging.basicConfig(level=logging.INFO)
+    logging.getLogger("recgpt").setLevel(logging.INFO)  # llm-foundry reconfigures the handlers later
+    prepare_resume(args[0], args[1:])
     train_from_yaml(args[0], args[1:])
+
+
+def prepare_resume(recipe: str, overrides: Sequence[str]) -> None:
+    """Before an autoresuming run starts, set aside checkpoints that a killed save left half written.
+
+    Only the local rank 0 of the node touches the folder; the other processes wait for it at composer's first
+    barrier, which comes before any checkpoint is read.
+    """
+    import os
+    from pathlib import Path
+
+    from omegaconf import OmegaConf
+
+    from recgpt.training.checkpoints import set_aside_interrupted_saves
+
+    if os.environ.get("LOCAL_RANK", "0") != "0":
+        return
+    config = OmegaConf.merge(OmegaConf.load(recipe), OmegaConf.from_cli(list(overrides)))
+    folder = OmegaConf.select(config, "save_folder")
+    if OmegaConf.select(config, "autoresume") and folder and "://" not in str(folder):
+        set_aside_interrupted_saves(Path(str(folder)))

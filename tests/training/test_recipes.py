@@ -31,6 +31,7 @@ def test_every_shipped_config_is_checked():
     assert {
         "pre-training.yaml",
         "fine-tuning.yaml",
+        "fine-tuning-lora.yaml",
         "demo/pre-training.yaml",
         "demo/fine-tuning.yaml",
         "data/movielens-100k.yaml",
@@ -54,6 +55,12 @@ def test_training_recipe_loads_strictly(path: Path):
         if loader["name"] == "recgpt_finetuning":
             parse_dataset_config(loader["dataset"])
     assert config.global_train_batch_size % config.device_train_microbatch_size == 0
+    model = config.model.get("config_overrides") or config.model
+    packing = any(loader["dataset"].get("packing") for loader in loaders if loader["name"] == "recgpt_finetuning")
+    if packing:  # packed examples must not attend to each other
+        assert model["attn_config"]["attn_uses_sequence_id"] is True
+    if config.autoresume:
+        assert not config.save_overwrite and config.save_folder and config.run_name
 
 
 @pytest.mark.parametrize("name", ["pre-training.yaml", "fine-tuning.yaml"])
@@ -129,3 +136,14 @@ def test_variables_interpolate_and_overrides_apply(tmp_path: Path):
     path.write_text("variables:\n  root: /tmp/x\noutput: ${variables.root}/data\nseed: 3\n")
     config = load_config(PrepareConfig, path, ["seed=4", "tokenizer.name=gpt2"])
     assert (config.output, config.seed, config.tokenizer.name) == ("/tmp/x/data", 4, "gpt2")
+
+
+def test_lora_recipe_adapts_mpt_projections_on_one_gpu():
+    from peft import LoraConfig
+
+    config = llmfoundry_config(ROOT / "configs" / "fine-tuning-lora.yaml")
+    assert config.model["name"] == "hf_causal_lm" and config.fsdp_config is None
+    lora = dict(config.model["peft_config"])
+    assert lora.pop("peft_type") == "LORA"
+    adapter = LoraConfig(**lora)
+    assert set(adapter.target_modules) == {"Wqkv", "out_proj", "up_proj", "down_proj"}
