@@ -50,11 +50,13 @@ def test_demo_runs_every_stage_and_ends_with_the_report_path(demo):
     assert report_path == folder / "eval" / "report.json"
     report = json.loads(report_path.read_text())
     assert report["users"] == 6
-    assert set(report["next_item"]) == {"recgpt", "most popular"}
-    assert set(report["rating"]) == {"recgpt", "global mean"}
-    for method in ("recgpt", "most popular"):
-        assert {"HR@5", "NDCG@5", "HR@10", "NDCG@10"} <= set(report["next_item"][method])
-    assert 0.0 <= report["rating"]["recgpt"]["parse_failure_rate"] <= 1.0
+    assert set(report["next_item"]) == {"model: beam_grounded", "most popular"}
+    assert set(report["rating"]) == {"model: sampled", "global mean"}
+    for method in ("model: beam_grounded", "most popular"):
+        assert {"HR@5", "NDCG@5", "HR@10", "NDCG@10", "HR@10_ci"} <= set(report["next_item"][method])
+    assert 0.0 <= report["rating"]["model: sampled"]["parse_failure_rate"] <= 1.0
+    assert (folder / "eval" / "report.md").is_file() and (folder / "eval" / "hr_at_k.png").is_file()
+    assert "rec_eval at" in result.stderr  # the in-training evaluation callback of the fine-tuning recipe ran
     assert "Top-10 for user" in result.stderr and "Held-out next item" in result.stderr
     for stage in ("1/5", "2/5", "3/5", "4/5", "5/5"):
         assert "==> [" in result.stderr and stage in result.stderr
@@ -162,7 +164,7 @@ def test_lora_recipe_trains_adapters_and_exports_them(demo, tmp_path: Path):
             "callbacks.memory_monitor=null",
         ]
     )
-    export = tmp_path / "lora" / "hf" / "huggingface" / "final"
+    export = tmp_path / "lora" / "adapter"
     assert (export / "adapter_config.json").is_file()
     model, tokenizer = load_model(export)
     prompt = json.loads((ROOT / "sample_instruction_following_dataset" / "train.jsonl").open().readline())["prompt"]

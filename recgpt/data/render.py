@@ -131,6 +131,31 @@ def hide_rating(line: str, rated: bool) -> str:
     return line[: line.rindex(f"{slot} ")] + slot if rated else line + slot
 
 
+def without_target_review(prompt: str) -> str:
+    """A rating prompt whose target line (the last one) no longer shows its review.
+
+    RecGPT's rating prompt shows the target item's review, which a model can read the rating off; without it the
+    task is the one matrix factorisation solves. A prompt whose target line has no review is returned unchanged.
+
+    Example:
+        >>> p = render_prompt("Predict rating for the last item.\\nGiven ...:\\n\\nTitle: A; Review: Loved it; Rating:")
+        >>> without_target_review(p).split("\\n")[-3]
+        'Title: A; Rating:'
+    """
+    instruction = parse_prompt(prompt)
+    if instruction is None:
+        return prompt
+    parsed = Instruction.parse(instruction)
+    if not parsed.lines:
+        return prompt
+    target = parsed.lines[-1]
+    marker = f"{FIELD_SEPARATOR}Review: "
+    if marker not in target:
+        return prompt
+    shortened = target[: target.index(marker)] + f"{FIELD_SEPARATOR}Rating:"
+    return render_prompt(Instruction(parsed.head, (*parsed.lines[:-1], shortened)).text)
+
+
 def render_item_prefix(item: Item) -> str:
     """The part of an item's full line that does not depend on the interaction: title and every attribute.
 

@@ -73,7 +73,7 @@ class TextEmbedder:
 
 
 class CatalogIndex:
-    """Exact inner-product search over the catalogue's item texts.
+    """Inner-product search over the catalogue's item texts in a FAISS ``IndexFlatIP`` (exact, as RecGPT used).
 
     Args:
         item_ids: Catalogue item ids, in catalogue order.
@@ -89,6 +89,10 @@ class CatalogIndex:
         self.exact = {text: item_id for item_id, text in zip(item_ids, item_texts, strict=True)}
         self.embedder = embedder
         self.vectors = embedder.embed(item_texts)
+        import faiss
+
+        self.faiss = faiss.IndexFlatIP(self.vectors.shape[1])
+        self.faiss.add(self.vectors)
 
     def ground(self, texts: Sequence[str], exclude: Collection[str] = ()) -> list[tuple[str, float]]:
         """Map each text to its nearest allowed item: ``(item_id, similarity)``.
@@ -111,11 +115,18 @@ class CatalogIndex:
             else:
                 pending.append(index)
         if pending:
-            scores = self.embedder.embed([texts[i] for i in pending]) @ self.vectors.T
-            scores[:, ~allowed] = -np.inf
+            queries = self.embedder.embed([texts[i] for i in pending])
+            # Enough neighbours that an allowed one is among them unless the user excluded most of the catalogue.
+            depth = min(len(self.item_ids), len(exclude) + 16)
+            similarities, neighbours = self.faiss.search(queries, depth)
             for row, index in enumerate(pending):
-                best = int(np.argmax(scores[row]))
-                results[index] = (self.item_ids[best], float(scores[row, best]))
+                hit = next((j for j in range(depth) if allowed[neighbours[row, j]]), None)
+                if hit is None:  # every neighbour excluded: search the allowed items exhaustively
+                    scores = np.where(allowed, self.vectors @ queries[row], -np.inf)
+                    best = int(np.argmax(scores))
+                    results[index] = (self.item_ids[best], float(scores[best]))
+                else:
+                    results[index] = (self.item_ids[int(neighbours[row, hit])], float(similarities[row, hit]))
         return [result for result in results if result is not None]
 
 

@@ -1,44 +1,169 @@
-"""Evaluation reports: the JSON report, per-user predictions, and the metric table printed for people."""
+"""Evaluation reports: ``report.json``, ``report.md`` with its plots, per-user ``predictions.jsonl``, and the
+table printed for people."""
 
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from recgpt.files import write_text_atomic
+from recgpt.files import write_bytes_atomic, write_text_atomic
 
 RATING_COLUMNS = ("RMSE", "MAE")
+DIAGNOSTICS = {
+    "ungrounded_rate": "ungrounded / invalid beams",
+    "duplicate_rate": "duplicate items among beams",
+    "parse_failure_rate": "unparseable ratings",
+}
 
 
 def write_report(output: Path, report: dict[str, Any], predictions: Sequence[dict[str, Any]]) -> Path:
-    """Write ``report.json`` and ``predictions.jsonl`` under ``output`` atomically; returns the report path."""
+    """Write ``report.json``, ``report.md``, its plots and ``predictions.jsonl`` under ``output``, each atomically.
+
+    Returns:
+        The path of ``report.json``.
+    """
     lines = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in predictions)
     write_text_atomic(output / "predictions.jsonl", lines)
+    plots = write_plots(output, report)
+    write_text_atomic(output / "report.md", format_markdown(report, plots))
     path = output / "report.json"
     write_text_atomic(path, json.dumps(report, indent=2, ensure_ascii=False) + "\n")
     return path
 
 
-def format_table(report: dict[str, Any]) -> str:
+def _columns(report: dict[str, Any]) -> list[str]:
+    ks = report["config"]["ks"]
+    return [*(f"{name}@{k}" for k in ks for name in ("HR", "NDCG")), *RATING_COLUMNS]
+
+
+def _methods(report: dict[str, Any]) -> list[str]:
+    return list(dict.fromkeys([*report["next_item"], *report["rating"]]))
+
+
+def _cell(values: dict[str, Any], column: str, intervals: bool) -> str:
+    if column not in values or (isinstance(values[column], float) and math.isnan(values[column])):
+        return ""
+    low, high = values.get(f"{column}_ci", (math.nan, math.nan))
+    return f"{values[column]:.4f} [{low:.3f}, {high:.3f}]" if intervals else f"{values[column]:.4f}"
+
+
+def format_table(report: dict[str, Any], intervals: bool = True) -> str:
     """One table of every method: ranking metrics, then rating metrics, blank where a method has none.
 
-    Example::
+    Each cell is the mean over users and, with ``intervals``, its 95% bootstrap interval. Example::
 
-        method         HR@5    NDCG@5  HR@10   NDCG@10  RMSE    MAE
-        recgpt         0.0212  0.0131  0.0392  0.0189   1.2004  0.9141
-        most popular   0.0318  0.0201  0.0530  0.0270
-        global mean                                     1.1257  0.9452
+        method               HR@5                    NDCG@5                  ...  RMSE
+        model: beam_grounded 0.0212 [0.012, 0.031]   0.0131 [0.007, 0.020]   ...
+        most popular         0.0318 [0.021, 0.043]   0.0201 [0.013, 0.028]   ...
+        global mean                                                          ...  1.1257 [1.071, 1.183]
     """
-    ks = [key for key in report["next_item"][next(iter(report["next_item"]))] if key.startswith(("HR@", "NDCG@"))]
-    columns = [*ks, *RATING_COLUMNS]
-    methods = list(dict.fromkeys([*report["next_item"], *report["rating"]]))
+    columns = _columns(report)
+    methods = _methods(report)
     width = max(len("method"), *(len(m) for m in methods)) + 2
-    lines = ["method".ljust(width) + "".join(c.ljust(9) for c in columns)]
+    cell_width = 25 if intervals else 9
+    lines = ["method".ljust(width) + "".join(c.ljust(cell_width) for c in columns)]
     for method in methods:
         values = {**report["next_item"].get(method, {}), **report["rating"].get(method, {})}
-        cells = "".join((f"{values[c]:.4f}" if c in values else "").ljust(9) for c in columns)
+        cells = "".join(_cell(values, c, intervals).ljust(cell_width) for c in columns)
         lines.append((method.ljust(width) + cells).rstrip())
     lines.append(f"({report['users']} users of the {report['split']} split; {report['protocol']['next_item']})")
     return "\n".join(lines)
+
+
+def format_markdown(report: dict[str, Any], plots: Sequence[str]) -> str:
+    """The report as Markdown: the metric table with intervals, diagnostics, the protocol and the plots."""
+    columns = _columns(report)
+    lines = [
+        f"# Evaluation of `{report['model'] or 'baselines only'}`",
+        "",
+        f"{report['users']} users of the `{report['split']}` split of `{report['benchmark']}` "
+        f"(data `{report['data']}`); mean over users with a 95% bootstrap interval.",
+        "",
+        "| method | " + " | ".join(columns) + " |",
+        "|---" * (len(columns) + 1) + "|",
+    ]
+    for method in _methods(report):
+        values = {**report["next_item"].get(method, {}), **report["rating"].get(method, {})}
+        lines.append(f"| {method} | " + " | ".join(_cell(values, c, True) for c in columns) + " |")
+    diagnosed = [
+        (m, v)
+        for part in ("next_item", "rating")
+        for m, v in report[part].items()
+        if any(key in v for key in (*DIAGNOSTICS, "items_per_list"))
+    ]
+    if diagnosed:
+        keys = [*DIAGNOSTICS, "items_per_list", "users_per_second"]
+        lines += [
+            "",
+            "## Decoding diagnostics",
+            "",
+            "| method | " + " | ".join(keys) + " |",
+            "|---" * (len(keys) + 1) + "|",
+        ]
+        for method, values in diagnosed:
+            lines.append(f"| {method} | " + " | ".join(f"{values[k]:.4f}" if k in values else "" for k in keys) + " |")
+    lines += ["", "## Protocol", "", *(f"- {part}: {text}" for part, text in report["protocol"].items())]
+    if plots:
+        lines += ["", "## Plots", "", *(f"![{Path(p).stem}]({p})" for p in plots)]
+    lines += ["", f"Wall time: {report['wall_seconds']} s.", ""]
+    return "\n".join(lines)
+
+
+def write_plots(output: Path, report: dict[str, Any]) -> list[str]:
+    """HR@K against K per method, the rating error distribution, and the invalid / parse-failure rates (PNG).
+
+    Returns:
+        The written files' names, relative to ``output``.
+    """
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    written = []
+
+    def save(figure: Any, name: str) -> None:
+        buffer = io.BytesIO()
+        figure.tight_layout()
+        figure.savefig(buffer, format="png", dpi=110)
+        plt.close(figure)
+        write_bytes_atomic(output / name, buffer.getvalue())
+        written.append(name)
+
+    curves = {m: v["curve"] for m, v in report["next_item"].items() if v.get("curve")}
+    if curves:
+        figure, axes = plt.subplots(figsize=(6, 4))
+        for method, curve in curves.items():
+            ks = sorted(int(k) for k in curve)
+            axes.plot(ks, [curve[k] if k in curve else curve[str(k)] for k in ks], marker="o", label=method)
+        axes.set(xlabel="K", ylabel="HR@K", title=f"Next item: hit rate at K ({report['users']} users)")
+        axes.grid(alpha=0.3)
+        axes.legend(fontsize=8)
+        save(figure, "hr_at_k.png")
+    errors = {m: v["errors"] for m, v in report["rating"].items() if v.get("errors")}
+    if errors:
+        figure, axes = plt.subplots(figsize=(6, 4))
+        axes.hist(list(errors.values()), bins=16, label=list(errors), alpha=0.8)
+        axes.set(xlabel="predicted - true rating", ylabel="users", title="Rating error distribution")
+        axes.legend(fontsize=8)
+        save(figure, "rating_errors.png")
+    rates = [
+        (f"{m}\n{DIAGNOSTICS[k]}", v[k])
+        for part in ("next_item", "rating")
+        for m, v in report[part].items()
+        for k in DIAGNOSTICS
+        if k in v
+    ]
+    if rates:
+        figure, axes = plt.subplots(figsize=(6, 0.6 * len(rates) + 1.2))
+        axes.barh([label for label, _ in rates], [rate for _, rate in rates])
+        axes.set(xlabel="rate", xlim=(0, 1), title="Invalid, duplicate and unparseable outputs")
+        axes.tick_params(axis="y", labelsize=7)
+        axes.invert_yaxis()
+        save(figure, "failure_rates.png")
+    return written

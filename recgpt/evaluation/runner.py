@@ -1,8 +1,8 @@
-"""``recgpt evaluate``: next-item HR/NDCG and rating RMSE/MAE of a model, beside baselines on the same split.
+"""``recgpt evaluate``: every next-item and rating method side by side with baselines, on one prepared split.
 
-Protocol (RECGPT.md section 5): next item by beam search (10 beams), each beam grounded to its nearest catalogue
-item, ranked by beam score over the full catalogue; rating by sampling (temperature 1.0, top-p 0.9, top-k 50)
-and ``parse_rating``. A rating that cannot be parsed is counted and scored as the training global mean.
+Protocol (RECGPT.md section 5, configurable): full-catalogue ranking for next item, seen items excluded for every
+method alike; RMSE / MAE for ratings; a 95% bootstrap interval over users for every metric; per-user predictions
+saved. Methods are chosen in ``configs/eval/*.yaml``; see ``next_item.py``, ``rating.py`` and ``classic.py``.
 """
 
 from __future__ import annotations
@@ -14,14 +14,75 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from recgpt.data.render import parse_rating
+import numpy as np
+
 from recgpt.evaluation.baselines import MostPopular, global_mean
-from recgpt.evaluation.metrics import mae, ranking_metrics, rmse
+from recgpt.evaluation.metrics import hit_at_k, ndcg_at_k
 from recgpt.evaluation.report import write_report
+from recgpt.evaluation.stats import bootstrap_interval, rmse_of_squares
+
+if TYPE_CHECKING:
+    from recgpt.evaluation.next_item import Ranking
 
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class NextItemConfig:
+    """Next-item methods of the model.
+
+    Attributes:
+        methods: Any of ``beam_grounded`` (RecGPT's), ``constrained_beam``, ``likelihood``.
+        num_beams: Beams of both beam searches (RecGPT: 10).
+        max_new_tokens: Longest generated item line.
+        embedding_model: Grounding encoder folder; null uses the packaged all-MiniLM-L6-v2.
+        candidates: Likelihood ranking over the full catalogue (null) or the target plus N - 1 sampled items.
+    """
+
+    methods: list[str] = field(default_factory=lambda: ["beam_grounded"])
+    num_beams: int = 10
+    max_new_tokens: int = 32
+    embedding_model: str | None = None
+    candidates: int | None = None
+
+
+@dataclass
+class RatingConfig:
+    """Rating methods of the model.
+
+    Attributes:
+        methods: Any of ``sampled`` (RecGPT's), ``greedy``, ``expected``.
+        prompts: Any of ``with_review`` (RecGPT's) and ``without_review``; the second is skipped when no target
+            line has a review (it would be the same prompt).
+        temperature, top_p, top_k: Sampling settings (RecGPT: 1.0, 0.9, 50).
+        max_new_tokens: Longest generated rating.
+    """
+
+    methods: list[str] = field(default_factory=lambda: ["sampled"])
+    prompts: list[str] = field(default_factory=lambda: ["with_review"])
+    temperature: float = 1.0
+    top_p: float = 0.9
+    top_k: int = 50
+    max_new_tokens: int = 8
+
+
+@dataclass
+class BaselineConfig:
+    """Baselines on the same split: most popular and the global mean always; classic models on request.
+
+    Attributes:
+        sasrec: Train Cornac's SASRec for next item.
+        sasrec_epochs: Its epochs.
+        mf: Train Cornac's matrix factorisation for rating.
+        mf_epochs: Its epochs.
+    """
+
+    sasrec: bool = False
+    sasrec_epochs: int = 3
+    mf: bool = False
+    mf_epochs: int = 50
 
 
 @dataclass
@@ -29,24 +90,18 @@ class EvalConfig:
     """``recgpt evaluate`` settings (see configs/eval/*.yaml).
 
     Attributes:
-        model: A Hugging Face causal LM folder (e.g. the fine-tuning run's ``hf/huggingface/final``); null
-            evaluates the baselines only.
+        model: A Hugging Face causal LM folder (or a LoRA adapter folder); null evaluates the baselines only.
         data: A folder written by ``recgpt data prepare``.
-        benchmark: The benchmark source to evaluate on (a ``sources[].name`` with ``benchmark`` protocols); null
-            picks the only one.
+        benchmark: The benchmark source (``benchmark/<name>``); null picks the only one.
         split: ``test`` or ``validation``.
-        output: Where ``report.json`` and ``predictions.jsonl`` go.
+        output: Where ``report.json``, ``report.md``, plots and ``predictions.jsonl`` go.
         max_users: Evaluate the first N users of the split only (null: all).
         ks: Cut-offs of HR@K and NDCG@K.
-        num_beams: Beams of next-item search (RecGPT: 10).
-        max_new_tokens: Longest generated item line.
-        exclude_seen: Never rank an item from the user's history (for the model and the baselines alike).
-        rating_sampling: Sample ratings (RecGPT's setting) rather than decode greedily.
-        temperature, top_p, top_k: Rating sampling settings (RecGPT: 1.0, 0.9, 50).
-        rating_max_new_tokens: Longest generated rating.
+        exclude_seen: Never rank an item from the user's history (every method alike).
+        next_item, rating, baselines: The methods.
+        bootstrap: Resamples of users for the 95% intervals.
         batch_size: Prompts per model call.
-        embedding_model: Grounding encoder folder; null uses the packaged all-MiniLM-L6-v2.
-        seed: Seeds rating sampling.
+        seed: Seeds sampling, candidate sampling, bootstrap and the classic models.
     """
 
     model: str | None = None
@@ -56,29 +111,13 @@ class EvalConfig:
     output: str = "artifacts/demo/eval"
     max_users: int | None = None
     ks: list[int] = field(default_factory=lambda: [5, 10])
-    num_beams: int = 10
-    max_new_tokens: int = 32
     exclude_seen: bool = True
-    rating_sampling: bool = True
-    temperature: float = 1.0
-    top_p: float = 0.9
-    top_k: int = 50
-    rating_max_new_tokens: int = 8
-    batch_size: int = 8
-    embedding_model: str | None = None
+    next_item: NextItemConfig = field(default_factory=NextItemConfig)
+    rating: RatingConfig = field(default_factory=RatingConfig)
+    baselines: BaselineConfig = field(default_factory=BaselineConfig)
+    bootstrap: int = 1000
+    batch_size: int = 16
     seed: int = 17
-
-
-def read_rows(path: Path) -> list[dict[str, Any]]:
-    """Rows of a JSON-lines file, with the file and line named on a parse error."""
-    rows = []
-    with path.open(encoding="utf-8") as handle:
-        for line_number, line in enumerate(handle, start=1):
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError as error:
-                raise ValueError(f"{path}:{line_number}: not valid JSON ({error.msg})") from error
-    return rows
 
 
 @dataclass(frozen=True)
@@ -109,50 +148,145 @@ def find_benchmark(data: Path, name: str | None) -> Benchmark:
     return Benchmark(name, data / "benchmark" / name, scale)
 
 
-def _progress(task: str, total: int) -> Callable[[int], None]:
-    """A callback that logs ``done/total`` each time another tenth of the users is done."""
+def read_rows(path: Path) -> list[dict[str, Any]]:
+    """Rows of a JSON-lines file, with the file and line named on a parse error."""
+    rows = []
+    with path.open(encoding="utf-8") as handle:
+        for line_number, line in enumerate(handle, start=1):
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as error:
+                raise ValueError(f"{path}:{line_number}: not valid JSON ({error.msg})") from error
+    return rows
+
+
+def progress(task: str, total: int) -> Callable[[int], None]:
+    """A callback that logs ``done/total`` each time another tenth of the rows is done."""
     logged = [0]
 
     def report(done: int) -> None:
         if done * 10 // max(1, total) > logged[0] or done == total:
             logged[0] = done * 10 // max(1, total)
-            log.info("%s: %d/%d users", task, done, total)
+            log.info("%s: %d/%d", task, done, total)
 
     return report
 
 
+def ranking_summary(
+    rankings: list[list[str]],
+    targets: list[str],
+    ks: list[int],
+    samples: int,
+    seed: int,
+    extra: dict[str, float] | None = None,
+) -> dict[str, Any]:
+    """Mean HR@K / NDCG@K with bootstrap intervals (``"HR@10_ci": [low, high]``), plus ``extra`` diagnostics."""
+    summary: dict[str, Any] = {}
+    for k in ks:
+        for name, metric in (("HR", hit_at_k), ("NDCG", ndcg_at_k)):
+            values = [metric(r, t, k) for r, t in zip(rankings, targets, strict=True)]
+            summary[f"{name}@{k}"] = float(np.mean(values))
+            summary[f"{name}@{k}_ci"] = list(bootstrap_interval(values, samples=samples, seed=seed))
+    summary["curve"] = {
+        k: float(np.mean([hit_at_k(r, t, k) for r, t in zip(rankings, targets, strict=True)]))
+        for k in range(1, max(ks) + 1)
+    }
+    return {**summary, **(extra or {})}
+
+
+def rating_summary(
+    predictions: list[float], targets: list[float], samples: int, seed: int, failures: int | None = None
+) -> dict[str, Any]:
+    """RMSE / MAE with bootstrap intervals, the errors (for the plot) and the parse-failure rate."""
+    errors = np.asarray(predictions) - np.asarray(targets)
+    summary: dict[str, Any] = {
+        "RMSE": rmse_of_squares(errors**2),
+        "RMSE_ci": list(bootstrap_interval(errors**2, rmse_of_squares, samples, seed)),
+        "MAE": float(np.mean(np.abs(errors))),
+        "MAE_ci": list(bootstrap_interval(np.abs(errors), samples=samples, seed=seed)),
+        "errors": [round(float(e), 4) for e in errors],
+    }
+    if failures is not None:
+        summary["parse_failure_rate"] = failures / max(1, len(predictions))
+    return summary
+
+
+def ranking_diagnostics(rankings: Sequence[Ranking], seconds: float) -> dict[str, float]:
+    """Invalid / ungrounded and duplicate rates over every decoded beam, items per list, users per second."""
+    beams = sum(len(r.generated) for r in rankings)
+    diagnostics = {"items_per_list": float(np.mean([len(r.items) for r in rankings]))}
+    if beams:
+        diagnostics["ungrounded_rate"] = sum(r.ungrounded for r in rankings) / beams
+        diagnostics["duplicate_rate"] = sum(r.duplicates for r in rankings) / beams
+    diagnostics["users_per_second"] = len(rankings) / max(seconds, 1e-9)
+    return diagnostics
+
+
 def evaluate(config: EvalConfig) -> Path:
-    """Evaluate and write ``report.json`` and ``predictions.jsonl``; returns the report's path."""
+    """Evaluate every configured method and write the report; returns ``report.json``'s path."""
     started = time.time()
     data = Path(config.data)
     if config.split not in {"test", "validation"}:
         raise ValueError(f"split: must be 'test' or 'validation', got {config.split!r}")
     benchmark = find_benchmark(data, config.benchmark)
-    scale = benchmark.rating_scale
     rows = read_rows(benchmark.folder / f"{config.split}.jsonl")
-    users = list(dict.fromkeys(row["user_id"] for row in rows))[: config.max_users]
-    chosen = set(users)
-    next_rows = [r for r in rows if r["task"] == "next_item" and r["user_id"] in chosen]
-    rating_rows = [r for r in rows if r["task"] == "rating" and r["user_id"] in chosen]
+    users = set(list(dict.fromkeys(row["user_id"] for row in rows))[: config.max_users])
+    next_rows = [r for r in rows if r["task"] == "next_item" and r["user_id"] in users]
+    rating_rows = [r for r in rows if r["task"] == "rating" and r["user_id"] in users]
     train = read_rows(benchmark.folder / "train.jsonl")
-    popular = MostPopular(row["item_ids"] for row in train)
-    mean_rating = global_mean(rating for row in train for rating in row["ratings"])
-
-    max_k = max(config.ks)
+    training_ratings = [rating for row in train for rating in row["ratings"] if rating is not None]
+    mean_rating = global_mean(training_ratings)
+    excluded = [set(row["history_item_ids"]) if config.exclude_seen else set() for row in next_rows]
     targets = [row["target_item_id"] for row in next_rows]
-    exclusions = [set(row["history_item_ids"]) if config.exclude_seen else set() for row in next_rows]
-    next_item = {
-        "most popular": ranking_metrics([popular.recommend(max_k, ex) for ex in exclusions], targets, config.ks)
-    }
     rating_targets = [float(row["target_rating"]) for row in rating_rows]
-    rating = {"global mean": _rating_metrics([mean_rating] * len(rating_rows), rating_targets)}
-    predictions: list[dict[str, Any]] = []
+    depth, samples, seed = max(config.ks), config.bootstrap, config.seed
+    ranked: dict[str, list[list[str]]] = {}
+    rated: dict[str, list[float]] = {}
+    next_item: dict[str, Any] = {}
+    rating: dict[str, Any] = {}
+    texts: dict[str, dict[str, Any]] = {"next_item": {}, "rating": {}}
+
     if config.model is not None:
-        model_next, model_rating, predictions = _evaluate_model(
-            config, benchmark.folder, next_rows, exclusions, rating_rows, scale, mean_rating
+        from recgpt.evaluation.model_methods import evaluate_model
+
+        model_next, model_rating, seconds = evaluate_model(
+            config, benchmark, next_rows, excluded, rating_rows, sorted(set(training_ratings))
         )
-        next_item = {"recgpt": model_next, **next_item}
-        rating = {"recgpt": model_rating, **rating}
+        for name, rankings in model_next.items():
+            ranked[name] = [r.items for r in rankings]
+            next_item[name] = ranking_summary(
+                ranked[name], targets, config.ks, samples, seed, ranking_diagnostics(rankings, seconds[name])
+            )
+            texts["next_item"][name] = [r.generated for r in rankings]
+        for name, predictions in model_rating.items():
+            rated[name] = [p.value if p.value is not None else mean_rating for p in predictions]
+            failures = sum(p.value is None for p in predictions)
+            rating[name] = rating_summary(rated[name], rating_targets, samples, seed, failures)
+            texts["rating"][name] = [p.text for p in predictions]
+
+    popular = MostPopular(row["item_ids"] for row in train)
+    ranked["most popular"] = [popular.recommend(depth, ex) for ex in excluded]
+    if config.baselines.sasrec and next_rows:
+        from recgpt.evaluation.classic import sasrec_rankings
+
+        ranked["SASRec (cornac)"] = sasrec_rankings(
+            train, next_rows, excluded, depth=depth, epochs=config.baselines.sasrec_epochs, seed=seed
+        )
+    for name in ("most popular", "SASRec (cornac)"):
+        if name in ranked:
+            next_item[name] = ranking_summary(ranked[name], targets, config.ks, samples, seed)
+    rated["global mean"] = [mean_rating] * len(rating_rows)
+    if config.baselines.mf and rating_rows:
+        from recgpt.evaluation.classic import mf_predictions
+
+        rated["MF (cornac)"] = mf_predictions(
+            train, rating_rows, scale=benchmark.rating_scale, epochs=config.baselines.mf_epochs, seed=seed
+        )
+    for name in ("global mean", "MF (cornac)"):
+        if name in rated:
+            rating[name] = rating_summary(rated[name], rating_targets, samples, seed)
+
+    items = sum(1 for _ in (benchmark.folder / "items.jsonl").open(encoding="utf-8"))
     report = {
         "model": config.model,
         "data": str(data),
@@ -162,103 +296,44 @@ def evaluate(config: EvalConfig) -> Path:
         "next_item": next_item,
         "rating": rating,
         "protocol": {
-            "next_item": f"{config.num_beams}-beam search, beams grounded to the nearest catalogue item, de-duplicated;"
-            f" full catalogue of {_count_lines(benchmark.folder / 'items.jsonl')} items;"
-            f" seen items {'excluded' if config.exclude_seen else 'kept'}",
-            "rating": (
-                f"sampled (temperature {config.temperature}, top-p {config.top_p}, top-k {config.top_k})"
-                if config.rating_sampling
-                else "greedy"
-            )
-            + f"; unparseable ratings scored as the training global mean {mean_rating:.4f}",
+            "next_item": f"full catalogue of {items} items; seen items {'excluded' if config.exclude_seen else 'kept'}"
+            f"; {config.next_item.num_beams} beams; 95% bootstrap intervals over users ({samples} resamples)",
+            "rating": f"unparseable responses counted and scored as the training global mean {mean_rating:.4f}; "
+            f"sampling at temperature {config.rating.temperature}, top-p {config.rating.top_p}, "
+            f"top-k {config.rating.top_k}",
         },
         "config": dataclasses.asdict(config),
         "wall_seconds": round(time.time() - started, 1),
     }
-    path = write_report(Path(config.output), report, predictions)
-    log.info("wrote %s (%.0f s)", path, report["wall_seconds"])
-    return path
-
-
-def _count_lines(path: Path) -> int:
-    with path.open(encoding="utf-8") as handle:
-        return sum(1 for _ in handle)
-
-
-def _rating_metrics(predictions: Sequence[float], targets: Sequence[float]) -> dict[str, float]:
-    return {"RMSE": rmse(predictions, targets), "MAE": mae(predictions, targets)}
-
-
-def _evaluate_model(
-    config: EvalConfig,
-    folder: Path,
-    next_rows: list[dict[str, Any]],
-    exclusions: list[set[str]],
-    rating_rows: list[dict[str, Any]],
-    scale: float,
-    fallback: float,
-) -> tuple[dict[str, float], dict[str, float], list[dict[str, Any]]]:
-    from recgpt.evaluation.grounding import CatalogIndex, TextEmbedder, load_catalog
-    from recgpt.inference.generate import generate, load_model
-    from recgpt.inference.recommend import rank_catalog_items
-
-    model, tokenizer = load_model(config.model)  # type: ignore[arg-type]
-    log.info("embedding the catalogue for grounding")
-    index = CatalogIndex(*load_catalog(folder / "items.jsonl"), TextEmbedder(config.embedding_model))
-    log.info("next item: %d-beam search for %d users", config.num_beams, len(next_rows))
-    beams = generate(
-        model,
-        tokenizer,
-        [r["prompt"] for r in next_rows],
-        max_new_tokens=config.max_new_tokens,
-        num_beams=config.num_beams,
-        num_return_sequences=config.num_beams,
-        batch_size=config.batch_size,
-        progress=_progress("next item", len(next_rows)),
-    )
-    ranked = [rank_catalog_items(c, index, ex) for c, ex in zip(beams, exclusions, strict=True)]
-    next_metrics = ranking_metrics(
-        [[r.item_id for r in items] for items in ranked], [row["target_item_id"] for row in next_rows], config.ks
-    )
-    all_beams = [candidate.text for candidates in beams for candidate in candidates]
-    next_metrics["beams_naming_an_item"] = sum(text in index.exact for text in all_beams) / max(1, len(all_beams))
-    next_metrics["unique_items_per_list"] = sum(len(items) for items in ranked) / len(ranked)
-    log.info("rating: %s decoding for %d users", "sampled" if config.rating_sampling else "greedy", len(rating_rows))
-    outputs = generate(
-        model,
-        tokenizer,
-        [r["prompt"] for r in rating_rows],
-        max_new_tokens=config.rating_max_new_tokens,
-        do_sample=config.rating_sampling,
-        temperature=config.temperature,
-        top_p=config.top_p,
-        top_k=config.top_k,
-        batch_size=config.batch_size,
-        seed=config.seed,
-        progress=_progress("rating", len(rating_rows)),
-    )
-    parsed = [parse_rating(c[0].text, scale) for c in outputs]
-    scored = [value if value is not None else fallback for value in parsed]
-    rating_metrics = _rating_metrics(scored, [float(r["target_rating"]) for r in rating_rows])
-    rating_metrics["parse_failure_rate"] = sum(value is None for value in parsed) / max(1, len(parsed))
     predictions = [
         {
             "user_id": row["user_id"],
             "task": "next_item",
             "target": row["target_item_id"],
-            "ranked": [r.item_id for r in items],
-            "generated": [c.text for c in cands],
+            "methods": {
+                name: {
+                    "ranked": lists[i],
+                    **({"generated": texts["next_item"][name][i]} if name in texts["next_item"] else {}),
+                }
+                for name, lists in ranked.items()
+            },
         }
-        for row, items, cands in zip(next_rows, ranked, beams, strict=True)
+        for i, row in enumerate(next_rows)
     ] + [
         {
             "user_id": row["user_id"],
             "task": "rating",
             "target": row["target_rating"],
-            "generated": c[0].text,
-            "parsed": value,
-            "scored": score,
+            "methods": {
+                name: {
+                    "predicted": values[i],
+                    **({"generated": texts["rating"][name][i]} if name in texts["rating"] else {}),
+                }
+                for name, values in rated.items()
+            },
         }
-        for row, c, value, score in zip(rating_rows, outputs, parsed, scored, strict=True)
+        for i, row in enumerate(rating_rows)
     ]
-    return next_metrics, rating_metrics, predictions
+    path = write_report(Path(config.output), report, predictions)
+    log.info("wrote %s (%.0f s)", path, report["wall_seconds"])
+    return path

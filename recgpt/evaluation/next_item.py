@@ -1,0 +1,187 @@
+"""Next-item prediction by a language model, three ways, each giving a ranked list of catalogue items per user.
+
+- ``beam_grounded`` (RecGPT's protocol): free beam search; each beam's text is mapped to its most similar
+  catalogue item (sentence embeddings, FAISS inner product); beams that map to one item count once.
+- ``constrained_beam``: beam search restricted by a prefix trie of the catalogue's item lines, so every beam is a
+  real item, and seen items are never completed.
+- ``likelihood``: every candidate item's line (the full catalogue, or the target and sampled items) is scored by
+  its log-probability after the prompt, on the prompt's shared cache, and the catalogue is ranked by it.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from recgpt.encoding import encode_response, fit_prompt
+from recgpt.evaluation.grounding import CatalogIndex
+from recgpt.inference.decoding import beam_search, score_candidates
+from recgpt.inference.generate import context_length
+from recgpt.inference.trie import ItemTrie
+
+METHODS = ("beam_grounded", "constrained_beam", "likelihood")
+
+
+@dataclass
+class Ranking:
+    """One user's ranked items and what it took to get them.
+
+    Attributes:
+        items: Catalogue item ids, best first, without repeats.
+        generated: The decoded beams (empty for likelihood ranking).
+        ungrounded: Beams whose text is not exactly an item's line (they needed embedding search, or, when
+            constrained, ran out of tokens before ending an item).
+        duplicates: Beams that landed on an item already in the list.
+    """
+
+    items: list[str]
+    generated: list[str] = field(default_factory=list)
+    ungrounded: int = 0
+    duplicates: int = 0
+
+
+@dataclass(frozen=True)
+class Catalogue:
+    """The items a benchmark ranks: ids, identifying lines, and those lines as response token ids."""
+
+    item_ids: list[str]
+    texts: list[str]
+    tokens: list[list[int]]
+
+    @classmethod
+    def build(cls, item_ids: Sequence[str], texts: Sequence[str], tokenizer: Any) -> Catalogue:
+        """Tokenize every item line as a response is tokenized (no special tokens, EOS excluded)."""
+        tokens = [ids[:-1] for ids in (encode_response(tokenizer, text) for text in texts)]
+        return cls(list(item_ids), list(texts), tokens)
+
+
+def _prompts(model: Any, tokenizer: Any, rows: Sequence[dict[str, Any]], max_new_tokens: int) -> list[list[int]]:
+    budget = context_length(model) - max_new_tokens
+    return [fit_prompt(tokenizer, row["prompt"], budget)[0] for row in rows]
+
+
+def _batches(count: int, size: int) -> Sequence[range]:
+    return [range(start, min(start + size, count)) for start in range(0, count, size)]
+
+
+def beam_grounded(
+    model: Any,
+    tokenizer: Any,
+    rows: Sequence[dict[str, Any]],
+    index: CatalogIndex,
+    excluded: Sequence[set[str]],
+    *,
+    num_beams: int,
+    max_new_tokens: int,
+    batch_size: int,
+    progress: Callable[[int], None] | None = None,
+) -> list[Ranking]:
+    """RecGPT's protocol: free beams, each grounded to its nearest allowed catalogue item."""
+    prompts = _prompts(model, tokenizer, rows, max_new_tokens)
+    rankings: list[Ranking] = []
+    for batch in _batches(len(rows), batch_size):
+        beams = beam_search(
+            model,
+            [prompts[i] for i in batch],
+            num_beams=num_beams,
+            max_new_tokens=max_new_tokens,
+            eos_id=tokenizer.eos_token_id,
+            pad_id=tokenizer.pad_token_id,
+        )
+        for row, found in zip(batch, beams, strict=True):
+            texts = [tokenizer.decode(beam.tokens, skip_special_tokens=True).strip() for beam in found]
+            grounded = index.ground(texts, exclude=excluded[row]) if texts else []
+            items = list(dict.fromkeys(item for item, _ in grounded))
+            rankings.append(
+                Ranking(items, texts, sum(text not in index.exact for text in texts), len(grounded) - len(items))
+            )
+        if progress is not None:
+            progress(len(rankings))
+    return rankings
+
+
+def constrained_beam(
+    model: Any,
+    tokenizer: Any,
+    rows: Sequence[dict[str, Any]],
+    trie: ItemTrie,
+    excluded: Sequence[set[str]],
+    *,
+    num_beams: int,
+    max_new_tokens: int,
+    batch_size: int,
+    progress: Callable[[int], None] | None = None,
+) -> list[Ranking]:
+    """Beam search that can only spell catalogue items (and never completes an excluded one)."""
+    prompts = _prompts(model, tokenizer, rows, max_new_tokens)
+    rankings: list[Ranking] = []
+    for batch in _batches(len(rows), batch_size):
+        rows_excluded = [excluded[i] for i in batch]
+        beams = beam_search(
+            model,
+            [prompts[i] for i in batch],
+            num_beams=num_beams,
+            max_new_tokens=max_new_tokens,
+            eos_id=tokenizer.eos_token_id,
+            pad_id=tokenizer.pad_token_id,
+            allowed=lambda row, prefix, ex=rows_excluded: trie.allowed(prefix, ex[row]),
+        )
+        for found in beams:
+            named = [trie.item(beam.tokens) for beam in found]
+            items = list(dict.fromkeys(item for item in named if item is not None))
+            texts = [tokenizer.decode(beam.tokens, skip_special_tokens=True).strip() for beam in found]
+            rankings.append(
+                Ranking(
+                    items,
+                    texts,
+                    sum(item is None for item in named),
+                    sum(item is not None for item in named) - len(items),
+                )
+            )
+        if progress is not None:
+            progress(len(rankings))
+    return rankings
+
+
+def likelihood(
+    model: Any,
+    tokenizer: Any,
+    rows: Sequence[dict[str, Any]],
+    catalogue: Catalogue,
+    excluded: Sequence[set[str]],
+    *,
+    candidates: int | None,
+    depth: int,
+    seed: int,
+    progress: Callable[[int], None] | None = None,
+) -> list[Ranking]:
+    """Rank items by the log-probability of their line (plus EOS) after the prompt, on the prompt's cache.
+
+    Args:
+        candidates: None ranks the full catalogue; N ranks the target and N - 1 items sampled (seeded) from the
+            rest, a cheaper and easier metric, reported under its own name.
+        depth: How many items of each ranking to keep (the largest K).
+    """
+    prompts = _prompts(model, tokenizer, rows, max(len(t) for t in catalogue.tokens) + 1)
+    position = {item_id: index for index, item_id in enumerate(catalogue.item_ids)}
+    rng = random.Random(seed)
+    rankings = []
+    for number, (row, prompt) in enumerate(zip(rows, prompts, strict=True), start=1):
+        allowed = [i for i, item_id in enumerate(catalogue.item_ids) if item_id not in excluded[number - 1]]
+        if candidates is not None:
+            target = position.get(row["target_item_id"])
+            others = [i for i in allowed if i != target]
+            allowed = ([target] if target is not None else []) + rng.sample(others, min(len(others), candidates - 1))
+        scores = score_candidates(
+            model,
+            prompt,
+            [catalogue.tokens[i] + [tokenizer.eos_token_id] for i in allowed],
+            pad_id=tokenizer.pad_token_id,
+        )
+        order = sorted(range(len(allowed)), key=lambda j: -scores[j])[:depth]
+        rankings.append(Ranking([catalogue.item_ids[allowed[j]] for j in order]))
+        if progress is not None:
+            progress(number)
+    return rankings

@@ -1,0 +1,175 @@
+"""Batched decoding on a shared prompt cache: beam search (free or catalogue-constrained) and candidate scoring.
+
+Each prompt is run through the model once; its key/value cache is then copied to every beam or candidate that
+continues it, so ten beams or a thousand candidate items cost their own tokens only, never the prompt again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+# allowed(row, generated) -> token ids allowed next, or None for any; row indexes the prompt batch.
+Allowed = Callable[[int, list[int]], list[int] | None]
+
+
+@dataclass(frozen=True)
+class Beam:
+    """A finished hypothesis: its tokens (EOS excluded), summed log-probability and length (EOS included), which
+    is how Hugging Face's beam scorer normalises (its scores and ours agree on the same hypotheses)."""
+
+    tokens: list[int]
+    logprob: float
+    length: int
+
+    @property
+    def score(self) -> float:
+        """Length-normalised log-probability, how beams are ranked (Hugging Face's default, length penalty 1)."""
+        return self.logprob / max(1, self.length)
+
+
+def left_pad(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Left-pad token rows into ``input_ids`` and ``attention_mask``."""
+    width = max(len(row) for row in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for index, row in enumerate(rows):
+        ids[index, width - len(row) :] = torch.tensor(list(row), dtype=torch.long)
+        mask[index, width - len(row) :] = 1
+    return ids, mask
+
+
+def select_cache(past: Any, index: torch.Tensor) -> Any:
+    """The cache rows ``index`` (repeats allowed): how beams and candidates copy their prompt's cache."""
+    if hasattr(past, "reorder_cache"):  # a transformers Cache object
+        past.reorder_cache(index)
+        return past
+    return [tuple(tensor.index_select(0, index) for tensor in layer) for layer in past]
+
+
+def forward(model: Any, ids: torch.Tensor, mask: torch.Tensor, past: Any = None) -> tuple[torch.Tensor, Any]:
+    """Last-position log-probabilities and the updated cache."""
+    output = model(
+        input_ids=ids.to(model.device), attention_mask=mask.to(model.device), past_key_values=past, use_cache=True
+    )
+    return torch.log_softmax(output.logits[:, -1, :].float(), dim=-1), output.past_key_values
+
+
+def beam_search(
+    model: Any,
+    prompt_ids: Sequence[Sequence[int]],
+    *,
+    num_beams: int,
+    max_new_tokens: int,
+    eos_id: int,
+    pad_id: int,
+    allowed: Allowed | None = None,
+) -> list[list[Beam]]:
+    """Beam search for a batch of prompts; returns each prompt's finished beams, best first (at most ``num_beams``).
+
+    Each step extends every live beam by its best next tokens (only ``allowed`` ones when given: a catalogue trie
+    keeps every beam a prefix of a real item) and keeps a prompt's ``num_beams`` best continuations; a beam that
+    emits EOS is finished. A prompt stops once it has ``num_beams`` finished beams (Hugging Face's
+    ``early_stopping=True``); beams still live after ``max_new_tokens`` finish as they are.
+    """
+    batch = len(prompt_ids)
+    ids, mask = left_pad(prompt_ids, pad_id)
+    finished: list[list[Beam]] = [[] for _ in range(batch)]
+    with torch.no_grad():
+        logprobs, past = forward(model, ids, mask)
+        live: list[tuple[int, list[int], float]] = [(row, [], 0.0) for row in range(batch)]
+        for _ in range(max_new_tokens):
+            options: list[list[tuple[float, int, int]]] = [[] for _ in range(batch)]
+            for position, (row, tokens, total) in enumerate(live):
+                scores = logprobs[position]
+                permitted = allowed(row, tokens) if allowed is not None else None
+                if permitted is not None and not permitted:
+                    continue  # a dead end: no catalogue item continues this prefix
+                choice = torch.tensor(permitted, dtype=torch.long) if permitted is not None else None
+                values = scores[choice] if choice is not None else scores
+                top = torch.topk(values, min(len(values), 2 * num_beams))
+                tokens_out = choice[top.indices] if choice is not None else top.indices
+                options[row].extend(
+                    (total + float(v), int(t), position) for v, t in zip(top.values, tokens_out, strict=True)
+                )
+            next_live, sources = [], []
+            for row in range(batch):
+                if len(finished[row]) >= num_beams:
+                    continue  # this prompt is done
+                kept = 0
+                ranked = sorted(options[row], key=lambda option: -option[0])
+                for rank, (total, token, position) in enumerate(ranked):
+                    tokens = live[position][1]
+                    if token == eos_id:  # as in Hugging Face: an ending counts only among the top num_beams
+                        if rank < num_beams:
+                            finished[row].append(Beam(tokens, total, len(tokens) + 1))
+                    elif kept < num_beams:
+                        next_live.append((row, [*tokens, token], total))
+                        sources.append(position)
+                        kept += 1
+                if len(finished[row]) >= num_beams:  # done: keep the best, drop this prompt's live beams
+                    finished[row] = sorted(finished[row], key=lambda beam: -beam.score)[:num_beams]
+                    while sources and next_live[-1][0] == row:
+                        next_live.pop()
+                        sources.pop()
+            if not next_live:
+                live = []
+                break
+            index = torch.tensor(sources, dtype=torch.long)
+            past = select_cache(past, index)
+            mask = torch.cat([mask.index_select(0, index), torch.ones((len(index), 1), dtype=torch.long)], dim=1)
+            step = torch.tensor([[tokens[-1]] for _, tokens, _ in next_live], dtype=torch.long)
+            logprobs, past = forward(model, step, mask, past)
+            live = next_live
+        for row, tokens, total in live:  # out of steps: unfinished beams count as they are
+            finished[row].append(Beam(tokens, total, len(tokens)))
+    return [sorted(beams, key=lambda beam: -beam.score)[:num_beams] for beams in finished]
+
+
+def score_candidates(
+    model: Any, prompt: Sequence[int], candidates: Sequence[Sequence[int]], *, pad_id: int, batch_size: int = 256
+) -> list[float]:
+    """Summed log-probability of each candidate continuation (e.g. an item's line plus EOS) after ``prompt``.
+
+    The prompt is run once; its cache is copied to each batch of candidates, so the cost is the candidates' own
+    tokens.
+    """
+    ids, mask = left_pad([prompt], pad_id)
+    scores: list[float] = []
+    with torch.no_grad():
+        first, past = forward(model, ids, mask)
+        for start in range(0, len(candidates), batch_size):
+            chunk = [list(c) for c in candidates[start : start + batch_size]]
+            width = max(len(c) for c in chunk)
+            index = torch.zeros(len(chunk), dtype=torch.long)
+            cache = select_cache(past, index) if not hasattr(past, "reorder_cache") else _copy_cache(past, len(chunk))
+            tokens = torch.full((len(chunk), width), pad_id, dtype=torch.long)
+            real = torch.zeros((len(chunk), width), dtype=torch.bool)
+            for row, candidate in enumerate(chunk):
+                tokens[row, : len(candidate)] = torch.tensor(candidate)
+                real[row, : len(candidate)] = True
+            full_mask = torch.cat([mask.expand(len(chunk), -1), real.long()], dim=1)
+            output = model(
+                input_ids=tokens.to(model.device),
+                attention_mask=full_mask.to(model.device),
+                past_key_values=cache,
+                use_cache=True,
+            )
+            logprobs = torch.log_softmax(output.logits.float(), dim=-1)
+            # token t of a candidate is predicted by the prompt's last position (t = 0) or by token t - 1
+            chosen = logprobs[:, :-1, :].gather(-1, tokens[:, 1:, None].to(logprobs.device)).squeeze(-1)
+            head = first[0, tokens[:, 0]]
+            totals = head + (chosen * real[:, 1:].to(chosen.device)).sum(dim=1)
+            scores.extend(float(total) for total in totals)
+    return scores
+
+
+def _copy_cache(past: Any, copies: int) -> Any:
+    import copy
+
+    cache = copy.deepcopy(past)
+    cache.batch_repeat_interleave(copies)
+    return cache

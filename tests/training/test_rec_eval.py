@@ -1,0 +1,72 @@
+"""The in-training evaluation callback: registered, runs on its interval inside composer's trainer, logs metrics."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.training.test_tiny_model import TINY
+
+
+def test_rec_eval_is_registered():
+    from llmfoundry import registry
+
+    from recgpt.training.callbacks import RecEval
+
+    assert registry.callbacks.get("recgpt_rec_eval") is RecEval
+
+
+def test_rec_eval_logs_next_item_and_rating_metrics_on_its_interval(prepared: Path):
+    from composer import Trainer
+    from composer.loggers import InMemoryLogger
+    from llmfoundry.data.dataloader import build_dataloader
+    from llmfoundry.models.mpt import ComposerMPTCausalLM
+    from transformers import AutoTokenizer
+
+    from recgpt.training.callbacks import RecEval
+
+    tokenizer = AutoTokenizer.from_pretrained(str(prepared / "tokenizer"))
+    model = ComposerMPTCausalLM(tokenizer=tokenizer, vocab_size=len(tokenizer), loss_fn="torch_crossentropy", **TINY)
+    loader = build_dataloader(
+        {
+            "name": "recgpt_finetuning",
+            "dataset": {"hf_name": str(prepared / "instruct"), "split": "train", "max_seq_len": 128, "shuffle": False},
+        },
+        tokenizer,
+        4,
+    )
+    callback = RecEval(str(prepared), interval="2ba", max_users=6, num_beams=3, max_new_tokens=12)
+    memory = InMemoryLogger()
+    trainer = Trainer(
+        model=model,
+        train_dataloader=loader,
+        max_duration="3ba",
+        callbacks=[callback],
+        loggers=[memory],
+        device="cpu",
+        progress_bar=False,
+        log_to_console=False,
+        seed=3,
+    )
+    trainer.fit()
+    hits = memory.data["metrics/rec_eval/HR@10"]
+    rmse = memory.data["metrics/rec_eval/RMSE"]
+    # batch 2 and the end of training (batch 3)
+    assert [int(timestamp.batch) for timestamp, _ in hits] == [2, 3]
+    assert all(0.0 <= value <= 1.0 for _, value in hits)
+    assert all(0.0 < value < 5.0 for _, value in rmse)  # expected ratings lie inside the 1..5 support
+    assert model.model.training  # put back in training mode
+
+
+def test_rec_eval_rejects_an_empty_split(prepared: Path, tmp_path: Path):
+    import shutil
+
+    from recgpt.training.callbacks import RecEval
+
+    copy = tmp_path / "data"
+    shutil.copytree(prepared, copy)
+    for path in (copy / "benchmark").glob("*/validation.jsonl"):
+        path.write_text("")
+    with pytest.raises(ValueError, match=r"validation\.jsonl has no rows"):
+        RecEval(str(copy))
