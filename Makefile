@@ -29,6 +29,7 @@ demo: $(STAMP)
 	PATH="$(abspath $(BIN)):$$PATH" scripts/demo.sh
 
 test: $(STAMP)
+	scripts/install-browser.sh
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -m "not gpu"
 

@@ -1,4 +1,4 @@
-"""The ``recgpt`` command line: ``data prepare``, ``evaluate``, ``recommend`` and ``checkpoint from-hf``."""
+"""The ``recgpt`` command line: ``data``, ``evaluate``, ``recommend``, ``serve`` and ``checkpoint``."""
 
 from __future__ import annotations
 
@@ -34,21 +34,69 @@ def _evaluate(args: argparse.Namespace) -> None:
     sys.stdout.write(format_table(json.loads(report.read_text(encoding="utf-8"))) + f"\n{report}\n")
 
 
-def _recommend(args: argparse.Namespace) -> None:
-    from recgpt.inference.recommend import recommend_for_user
+def _read_history(source: str) -> list[object]:
+    """A history from a file or stdin (``-``): a JSON list of events, or JSON lines with one event per line."""
+    text = sys.stdin.read() if source == "-" else Path(source).read_text(encoding="utf-8")
+    where = "stdin" if source == "-" else source
+    stripped = text.strip()
+    if stripped.startswith("["):
+        try:
+            return json.loads(stripped)
+        except json.JSONDecodeError as error:
+            raise ValueError(f"--history {where}: not valid JSON ({error.msg}, line {error.lineno})") from error
+    events = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if line.strip():
+            try:
+                events.append(json.loads(line))
+            except json.JSONDecodeError as error:
+                raise ValueError(f"--history {where}:{number}: not valid JSON ({error.msg})") from error
+    return events
 
-    result = recommend_for_user(
-        Path(args.model), Path(args.data), args.user, k=args.k, split=args.split, benchmark=args.benchmark
-    )
+
+def _recommend(args: argparse.Namespace) -> None:
+    from recgpt.evaluation.runner import find_benchmark, read_rows
+    from recgpt.serving import Recommender
+
+    catalog = args.catalog or args.data
+    if catalog is None:
+        raise ValueError("--catalog: give the prepared data folder (or items.jsonl) whose items may be recommended")
+    held_out = None
+    if args.user is not None:
+        if args.data is None or args.history is not None:
+            raise ValueError("--user needs --data (a prepared folder) and no --history")
+        split = find_benchmark(Path(args.data), args.benchmark).folder / f"{args.split}.jsonl"
+        rows = [r for r in read_rows(split) if r["user_id"] == args.user and r["task"] == "next_item"]
+        if not rows:
+            raise ValueError(f"--user {args.user}: no next-item row in {split}")
+        history: list[object] = list(rows[0]["history_item_ids"])
+        held_out = rows[0]["target_item_id"]
+    elif args.history is not None:
+        history = _read_history(args.history)
+    else:
+        raise ValueError("give --history FILE (or - for stdin), or --user with --data")
+    recommender = Recommender.from_pretrained(args.model, catalog, benchmark=args.benchmark)
+    found = recommender.recommend(history, k=args.k, exclude_seen=not args.include_seen)  # type: ignore[arg-type]
     if args.json:
+        result = {"items": [vars(item) for item in found], "history_length": len(history)}
+        if held_out is not None:
+            result["held_out_item_id"] = held_out
         sys.stdout.write(json.dumps(result, indent=2, ensure_ascii=False) + "\n")
         return
-    held_out = result["held_out_item_id"]
-    sys.stdout.write(f"Top-{args.k} for user {args.user} ({result['history_length']} items in history):\n")
-    for rank, item in enumerate(result["recommendations"], start=1):
-        mark = "  <- the user's held-out next item" if item["item_id"] == held_out else ""
-        sys.stdout.write(f"{rank:>3}. {item['text']}  (beam score {item['beam_score']:.3f}){mark}\n")
-    sys.stdout.write(f"Held-out next item: {result['held_out_text']}\n")
+    who = f"user {args.user}" if args.user is not None else "the history"
+    sys.stdout.write(f"Top-{args.k} for {who} ({len(history)} items in history):\n")
+    for rank, item in enumerate(found, start=1):
+        mark = "  <- the user's held-out next item" if item.item_id == held_out else ""
+        sys.stdout.write(f"{rank:>3}. {item.title}  [{item.item_id}]  (score {item.score:.3f}){mark}\n")
+    if held_out is not None:
+        sys.stdout.write(f"Held-out next item: {recommender.catalog.items[held_out].title}\n")
+
+
+def _serve(args: argparse.Namespace) -> None:
+    from recgpt.config import load_config
+    from recgpt.serving.server import ServeConfig, serve
+
+    serve(load_config(ServeConfig, args.config, args.overrides))
 
 
 def _checkpoint_from_hf(args: argparse.Namespace) -> None:
@@ -86,15 +134,23 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("overrides", nargs="*", help="key=value overrides, e.g. model=path/to/hf max_users=100")
     evaluate.set_defaults(handler=_evaluate)
 
-    recommend = commands.add_parser("recommend", help="top-k catalogue items for a user of a prepared split")
+    recommend = commands.add_parser("recommend", help="top-k catalogue items after a history")
     recommend.add_argument("--model", required=True, help="a Hugging Face model folder")
-    recommend.add_argument("--data", required=True, help="a folder written by `recgpt data prepare`")
-    recommend.add_argument("--user", required=True, help="a user id of the split")
+    recommend.add_argument("--catalog", default=None, help="a prepared data folder or items.jsonl (default: --data)")
+    recommend.add_argument("--history", default=None, help="a JSON list or JSON-lines file of events, or - (stdin)")
+    recommend.add_argument("--data", default=None, help="with --user: a folder written by `recgpt data prepare`")
+    recommend.add_argument("--user", default=None, help="with --data: take the history of this user of the split")
     recommend.add_argument("--split", default="test", choices=["test", "validation"])
     recommend.add_argument("--benchmark", default=None, help="the benchmark source (default: the only one)")
     recommend.add_argument("--k", type=int, default=10)
+    recommend.add_argument("--include-seen", action="store_true", help="allow items of the history")
     recommend.add_argument("--json", action="store_true", help="print JSON instead of a table")
     recommend.set_defaults(handler=_recommend)
+
+    serve = commands.add_parser("serve", help="the HTTP service: /v1/recommend, /v1/rating, web page, metrics")
+    serve.add_argument("config", help="a serving YAML, e.g. configs/serve/demo.yaml")
+    serve.add_argument("overrides", nargs="*", help="key=value overrides, e.g. port=8080 model=path/to/hf")
+    serve.set_defaults(handler=_serve)
 
     checkpoint = commands.add_parser("checkpoint", help="checkpoint conversion").add_subparsers(
         dest="checkpoint_command", required=True

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The whole RecGPT pipeline on MovieLens-100K, on CPU: data -> continued pre-training -> instruction tuning ->
-# evaluation beside baselines -> recommendations for one user. `make demo` runs this inside .venv.
+# evaluation beside baselines -> the HTTP service answering for one user. `make demo` runs this inside .venv.
 # Extra key=value arguments go to every step that takes them (e.g. none for the real demo); DEMO_DIR moves
 # every output (default artifacts/demo). The last line printed is the path of the JSON report.
 set -euo pipefail
@@ -36,9 +36,14 @@ recgpt evaluate configs/eval/demo.yaml model="$DEMO_DIR/fine-tuning/hf/huggingfa
   data="$DEMO_DIR/data" output="$DEMO_DIR/eval" $EVAL_ARGS > "$DEMO_DIR/eval-table.txt"
 head -n -1 "$DEMO_DIR/eval-table.txt" >&2
 
-step "5/5 top-10 recommendations for one test user"
-user=$(head -n 1 "$DEMO_DIR/data/benchmark/ml-100k/test.jsonl" | python -c 'import json,sys; print(json.load(sys.stdin)["user_id"])')
-recgpt recommend --model "$DEMO_DIR/fine-tuning/hf/huggingface/final" --data "$DEMO_DIR/data" --user "$user" --k 10 >&2
+step "5/5 serving: recgpt serve, then one test user's top-10 and a rating over HTTP"
+port=$(python -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+recgpt serve configs/serve/demo.yaml model="$DEMO_DIR/fine-tuning/hf/huggingface/final" catalog="$DEMO_DIR/data" \
+  port="$port" > "$DEMO_DIR/serve.log" 2>&1 &
+server=$!
+trap 'kill "$server" 2>/dev/null || true' EXIT
+python scripts/ask_service.py --url "http://127.0.0.1:$port" --data "$DEMO_DIR/data" --k 10 >&2
+kill "$server" && wait "$server" 2>/dev/null || true
 
 step "done in $(( $(date +%s) - started ))s; the report:"
 tail -n 1 "$DEMO_DIR/eval-table.txt"

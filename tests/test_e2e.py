@@ -58,6 +58,8 @@ def test_demo_runs_every_stage_and_ends_with_the_report_path(demo):
     assert (folder / "eval" / "report.md").is_file() and (folder / "eval" / "hr_at_k.png").is_file()
     assert "rec_eval at" in result.stderr  # the in-training evaluation callback of the fine-tuning recipe ran
     assert "Top-10 for user" in result.stderr and "Held-out next item" in result.stderr
+    assert "/v1/recommend" in result.stderr and "/v1/rating: predicted" in result.stderr  # over the HTTP service
+    assert "serving on http://127.0.0.1:" in (folder / "serve.log").read_text()
     for stage in ("1/5", "2/5", "3/5", "4/5", "5/5"):
         assert "==> [" in result.stderr and stage in result.stderr
 

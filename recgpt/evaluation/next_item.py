@@ -118,7 +118,7 @@ def constrained_beam(
     prompts = _prompts(model, tokenizer, rows, max_new_tokens)
     rankings: list[Ranking] = []
     for batch in _batches(len(rows), batch_size):
-        rows_excluded = [excluded[i] for i in batch]
+        rows_excluded = [trie.exclude(excluded[i]) for i in batch]
         beams = beam_search(
             model,
             [prompts[i] for i in batch],

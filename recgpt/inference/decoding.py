@@ -167,6 +167,41 @@ def score_candidates(
     return scores
 
 
+def score_continuations(
+    model: Any, prompts: Sequence[Sequence[int]], candidates: Sequence[Sequence[int]], *, pad_id: int
+) -> list[list[float]]:
+    """Summed log-probability of each of a few candidates (e.g. the rating strings) after each of a batch of prompts.
+
+    The prompts run once, left-padded together; each prompt's cache is copied to its candidates, and every
+    prompt-candidate pair is scored in one more forward pass. Returns one row of candidate scores per prompt.
+    """
+    count = len(candidates)
+    ids, mask = left_pad(prompts, pad_id)
+    with torch.no_grad():
+        first, past = forward(model, ids, mask)
+        index = torch.arange(len(prompts)).repeat_interleave(count)
+        cache = select_cache(past, index) if not hasattr(past, "reorder_cache") else _copy_cache(past, count)
+        width = max(len(c) for c in candidates)
+        tokens = torch.full((count, width), pad_id, dtype=torch.long)
+        real = torch.zeros((count, width), dtype=torch.bool)
+        for row, candidate in enumerate(candidates):
+            tokens[row, : len(candidate)] = torch.tensor(list(candidate), dtype=torch.long)
+            real[row, : len(candidate)] = True
+        tokens, real = tokens.repeat(len(prompts), 1), real.repeat(len(prompts), 1)
+        full_mask = torch.cat([mask.index_select(0, index), real.long()], dim=1)
+        output = model(
+            input_ids=tokens.to(model.device),
+            attention_mask=full_mask.to(model.device),
+            past_key_values=cache,
+            use_cache=True,
+        )
+        logprobs = torch.log_softmax(output.logits.float(), dim=-1)
+        chosen = logprobs[:, :-1, :].gather(-1, tokens[:, 1:, None].to(logprobs.device)).squeeze(-1)
+        head = first.index_select(0, index.to(first.device)).gather(-1, tokens[:, :1].to(first.device)).squeeze(-1)
+        totals = head + (chosen * real[:, 1:].to(chosen.device)).sum(dim=1)
+    return totals.view(len(prompts), count).tolist()
+
+
 def _copy_cache(past: Any, copies: int) -> Any:
     import copy
 

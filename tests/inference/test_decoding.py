@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import random
+
 import pytest
 import torch
 
@@ -77,3 +79,22 @@ def test_scores_on_the_shared_cache_equal_full_forward_passes(model):
             logprobs = torch.log_softmax(model(input_ids=ids, attention_mask=mask).logits[0], dim=-1)
         expected = sum(float(logprobs[len(prompt) - 1 + i, token]) for i, token in enumerate(candidate))
         assert score == pytest.approx(expected, abs=1e-4)
+
+
+def test_excluded_items_prune_their_branches_so_no_prefix_is_a_dead_end():
+    rng = random.Random(3)
+    items = [(str(i), [rng.randrange(5, 9) for _ in range(rng.randrange(1, 5))]) for i in range(40)]
+    trie = ItemTrie(items, eos_id=3)
+    for _ in range(20):
+        excluded = trie.exclude({str(i) for i in rng.sample(range(40), 25)})
+        reachable, stack = set(), [[]]
+        while stack:
+            prefix = stack.pop()
+            allowed = trie.allowed(prefix, excluded)
+            assert allowed, f"dead end at {prefix}"
+            for token in allowed:
+                if token == 3:
+                    reachable.add(trie.item(prefix))
+                else:
+                    stack.append([*prefix, token])
+        assert reachable == set(trie.paths) - excluded.items

@@ -10,11 +10,12 @@ from omegaconf import OmegaConf
 from recgpt.config import ConfigError, load_config
 from recgpt.data.prepare import PrepareConfig
 from recgpt.evaluation.runner import EvalConfig
+from recgpt.serving.server import ServeConfig
 from recgpt.training.dataloader import parse_dataset_config
 
 ROOT = Path(__file__).resolve().parents[2]
-RECIPES = sorted(p for p in (ROOT / "configs").rglob("*.yaml") if p.parent.name not in {"data", "eval"})
-OWN_CONFIGS = {"data": PrepareConfig, "eval": EvalConfig}
+RECIPES = sorted(p for p in (ROOT / "configs").rglob("*.yaml") if p.parent.name not in {"data", "eval", "serve"})
+OWN_CONFIGS = {"data": PrepareConfig, "eval": EvalConfig, "serve": ServeConfig}
 
 
 def llmfoundry_config(path: Path):
@@ -36,6 +37,9 @@ def test_every_shipped_config_is_checked():
         "demo/fine-tuning.yaml",
         "data/movielens-100k.yaml",
         "eval/demo.yaml",
+        "eval/full.yaml",
+        "data/amazon-beauty-2014.yaml",
+        "serve/demo.yaml",
     } <= names
 
 
@@ -113,7 +117,7 @@ def test_demo_recipes_are_cpu_safe():
 
 @pytest.mark.parametrize(
     "path",
-    sorted((ROOT / "configs" / "data").glob("*.yaml")) + sorted((ROOT / "configs" / "eval").glob("*.yaml")),
+    [p for folder in OWN_CONFIGS for p in sorted((ROOT / "configs" / folder).glob("*.yaml"))],
     ids=lambda p: p.relative_to(ROOT).as_posix(),
 )
 def test_recgpt_configs_load_strictly(path: Path):

@@ -1,0 +1,342 @@
+"""The Python API: ``Recommender.from_pretrained(model_dir, catalog=...)``, ``recommend`` and ``predict_rating``.
+
+A history is a list of events in the data pipeline's structure (``recgpt.data.records.Interaction``): each event
+names a catalogue item and may carry the user's rating and review. Prompts are rendered by the pipeline's own
+functions (``recgpt.data.render``), so a served prompt is byte-identical to the benchmark's for the same
+history. Next items come from catalogue-constrained beam search (``recgpt.inference.trie``): every
+recommendation is a real catalogue item, and items the user has seen are never completed. Ratings are the
+expected value under the model's probabilities of the rating strings, so they always parse.
+
+Example::
+
+    from recgpt.serving import Recommender
+
+    recommender = Recommender.from_pretrained("artifacts/demo/fine-tuning/hf/huggingface/final",
+                                              catalog="artifacts/demo/data")
+    history = [{"item_id": "50", "rating": 5.0}, {"item_id": "181", "rating": 4.0}, "172"]
+    for item in recommender.recommend(history, k=5):
+        print(item.title, item.score)
+    print(recommender.predict_rating(history, "174").rating)
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import threading
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from recgpt.data.records import Domain, Interaction, Item
+from recgpt.data.render import format_rating, next_item_row, rating_row, render_event, render_item
+from recgpt.encoding import encode_response, fit_prompt
+from recgpt.inference.decoding import beam_search, score_continuations
+from recgpt.inference.generate import context_length, load_model
+from recgpt.inference.trie import ItemTrie
+
+# A history event as callers give it: an item id, or a mapping with item_id and optional rating and review.
+HistoryEvent = str | Mapping[str, Any]
+
+
+class RequestError(ValueError):
+    """A history or item a caller must fix; the message names the offending field (``history[3].item_id``)."""
+
+
+@dataclass(frozen=True)
+class Catalog:
+    """The items a recommender may return, and how their histories are worded.
+
+    Attributes:
+        domain: The source's wording (noun, rating scale, identifying fields), from the data manifest.
+        items: Every item by id, in catalogue order.
+    """
+
+    domain: Domain
+    items: dict[str, Item]
+
+    @classmethod
+    def load(cls, path: str | Path, benchmark: str | None = None) -> Catalog:
+        """A catalogue written by ``recgpt data prepare``: its data folder, or a benchmark's ``items.jsonl``.
+
+        The domain is read from the folder's ``manifest.json`` (for ``items.jsonl``, the one two folders up).
+
+        Raises:
+            FileNotFoundError: If neither a data folder nor an ``items.jsonl`` with its manifest is found.
+            ValueError: Naming the file and line of a malformed item, or the benchmarks to choose from.
+        """
+        path = Path(path)
+        if path.is_dir():
+            manifest_path = path / "manifest.json"
+            if not manifest_path.is_file():
+                raise FileNotFoundError(f"catalog: {path} has no manifest.json; write it with `recgpt data prepare`")
+            manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+            names = [s["name"] for s in manifest["config"]["sources"] if s.get("benchmark")]
+            if benchmark is None and len(names) == 1:
+                benchmark = names[0]
+            if benchmark not in names:
+                raise ValueError(f"catalog: choose a benchmark of {path}: one of {names}, got {benchmark!r}")
+            items_path = path / "benchmark" / benchmark / "items.jsonl"
+        else:
+            items_path = path
+            manifest_path = path.parent.parent.parent / "manifest.json"
+            benchmark = path.parent.name
+            if not manifest_path.is_file():
+                raise FileNotFoundError(f"catalog: {path}: no manifest.json at {manifest_path} to read the domain")
+            manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+        try:
+            domain_fields = manifest["sources"][benchmark]["domain"]
+        except KeyError as error:
+            raise ValueError(f"catalog: {manifest_path} has no domain for source {benchmark!r}") from error
+        domain = Domain(
+            name=domain_fields["name"],
+            noun=domain_fields["noun"],
+            rating_scale=float(domain_fields["rating_scale"]),
+            identifying=tuple(domain_fields["identifying"]),
+        )
+        return cls(domain, read_items(items_path))
+
+    def text(self, item_id: str) -> str:
+        """The item's identifying line, as a next-item response writes it."""
+        return render_item(self.items[item_id], self.domain)
+
+
+def read_items(path: Path) -> dict[str, Item]:
+    """Items of a prepared ``items.jsonl`` (``item_id``, ``title``, ``attributes``), by id, in file order."""
+    items: dict[str, Item] = {}
+    with path.open(encoding="utf-8") as handle:
+        for line_number, line in enumerate(handle, start=1):
+            try:
+                row = json.loads(line)
+                item = Item(str(row["item_id"]), str(row["title"]), tuple(dict(row.get("attributes") or {}).items()))
+            except (json.JSONDecodeError, KeyError, TypeError, ValueError) as error:
+                message = f"{path}:{line_number}: an item needs item_id, title and attributes ({error})"
+                raise ValueError(message) from error
+            items[item.item_id] = item
+    if not items:
+        raise ValueError(f"{path}: the catalogue is empty")
+    return items
+
+
+@dataclass(frozen=True)
+class Recommendation:
+    """A recommended catalogue item.
+
+    Attributes:
+        item_id: The catalogue id.
+        title: Its title.
+        text: Its identifying line, as the model wrote it.
+        score: Length-normalised log-probability of that line (higher is better; the beams' ranking score).
+        probability: The model's probability of the whole line, ``exp`` of its summed log-probability.
+    """
+
+    item_id: str
+    title: str
+    text: str
+    score: float
+    probability: float
+
+
+@dataclass(frozen=True)
+class RatingEstimate:
+    """A predicted rating: the expectation over the rating strings, and the distribution it came from."""
+
+    item_id: str
+    rating: float
+    distribution: dict[str, float]
+
+
+class Recommender:
+    """A fine-tuned model and its catalogue, answering next-item and rating questions for any history.
+
+    Model calls are serialised by a lock, so one recommender may be shared by threads (the HTTP service batches
+    concurrent requests into one call instead).
+
+    Args:
+        model: A causal LM in eval mode.
+        tokenizer: Its tokenizer.
+        catalog: The items it may recommend.
+        num_beams: Beams of the constrained search (at least ``k`` are used).
+        max_history: The most events a history may hold.
+        rating_values: The ratings whose strings are scored (default: whole numbers from 1 to the scale).
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        tokenizer: Any,
+        catalog: Catalog,
+        *,
+        num_beams: int = 10,
+        max_history: int = 200,
+        rating_values: Sequence[float] | None = None,
+    ) -> None:
+        self.model, self.tokenizer, self.catalog = model, tokenizer, catalog
+        self.num_beams, self.max_history = num_beams, max_history
+        scale = catalog.domain.rating_scale
+        self.rating_values = list(rating_values or [float(v) for v in range(1, int(scale) + 1)])
+        self.rating_strings = [format_rating(value, scale) for value in self.rating_values]
+        self.rating_tokens = [encode_response(tokenizer, text) for text in self.rating_strings]
+        item_tokens = [(item_id, encode_response(tokenizer, catalog.text(item_id))[:-1]) for item_id in catalog.items]
+        self.trie = ItemTrie(item_tokens, tokenizer.eos_token_id)
+        self.max_item_tokens = max(len(tokens) for _, tokens in item_tokens) + 1
+        self.lock = threading.Lock()
+
+    @classmethod
+    def from_pretrained(
+        cls, model_dir: str | Path, catalog: str | Path | Catalog, *, benchmark: str | None = None, **options: Any
+    ) -> Recommender:
+        """Load a Hugging Face model folder (ours, a LoRA export, or RecGPT-7B-Instruct) and a catalogue.
+
+        Args:
+            model_dir: The model folder.
+            catalog: A ``Catalog``, or a path ``Catalog.load`` reads (a prepared data folder or ``items.jsonl``).
+            benchmark: The data folder's benchmark, when it has several.
+            options: ``num_beams``, ``max_history``, ``rating_values``.
+        """
+        loaded = catalog if isinstance(catalog, Catalog) else Catalog.load(catalog, benchmark)
+        model, tokenizer = load_model(model_dir)
+        return cls(model, tokenizer, loaded, **options)
+
+    # -- requests ---------------------------------------------------------------------------------------------
+
+    def parse_history(self, history: Sequence[HistoryEvent], field: str = "history") -> list[Interaction]:
+        """Validate a history into pipeline events, oldest first.
+
+        Raises:
+            RequestError: Naming the first bad event, e.g. ``history[2].item_id: unknown item '9999'``.
+        """
+        if isinstance(history, str | bytes) or not isinstance(history, Sequence):
+            raise RequestError(f"{field}: expected a list of events, got {type(history).__name__}")
+        if not history:
+            raise RequestError(f"{field}: empty; give at least one item the user interacted with")
+        if len(history) > self.max_history:
+            raise RequestError(f"{field}: {len(history)} events; at most {self.max_history} (send the most recent)")
+        scale = self.catalog.domain.rating_scale
+        events = []
+        for position, event in enumerate(history):
+            where = f"{field}[{position}]"
+            fields = {"item_id": event} if isinstance(event, str) else event
+            if not isinstance(fields, Mapping):
+                raise RequestError(f"{where}: expected an item id or an object with item_id, got {event!r}")
+            unknown = set(fields) - {"item_id", "rating", "review", "timestamp"}
+            if unknown:
+                raise RequestError(f"{where}: unknown fields {sorted(unknown)}; use item_id, rating, review")
+            item_id, rating, review = fields.get("item_id"), fields.get("rating"), fields.get("review")
+            if not isinstance(item_id, str) or not item_id:
+                raise RequestError(f"{where}.item_id: expected a catalogue item id (a string), got {item_id!r}")
+            if item_id not in self.catalog.items:
+                raise RequestError(f"{where}.item_id: unknown item {item_id!r}; it is not in the catalogue")
+            if rating is not None and (
+                isinstance(rating, bool) or not isinstance(rating, int | float) or not 0 <= rating <= scale
+            ):
+                raise RequestError(f"{where}.rating: expected a number from 0 to {scale}, got {rating!r}")
+            if review is not None and not isinstance(review, str):
+                raise RequestError(f"{where}.review: expected text, got {type(review).__name__}")
+            events.append(
+                Interaction("request", item_id, None, None if rating is None else float(rating), review, position)
+            )
+        return events
+
+    def next_item_prompt(self, history: Sequence[HistoryEvent]) -> str:
+        """The pipeline's next-item prompt for a history (identifying lines, oldest first)."""
+        domain = self.catalog.domain
+        lines = [render_item(self.catalog.items[e.item_id], domain) for e in self.parse_history(history)]
+        return next_item_row(domain, lines, "")["prompt"]
+
+    def rating_prompt(self, history: Sequence[HistoryEvent], item_id: str, review: str | None = None) -> str:
+        """The pipeline's rating prompt: the history's full lines, then ``item_id``'s line ending in ``Rating:``."""
+        events = self.parse_history(history)
+        if not isinstance(item_id, str) or item_id not in self.catalog.items:
+            raise RequestError(f"item_id: unknown item {item_id!r}; it is not in the catalogue")
+        if review is not None and not isinstance(review, str):
+            raise RequestError(f"review: expected text, got {type(review).__name__}")
+        domain, items = self.catalog.domain, self.catalog.items
+        lines = [render_event(items[e.item_id], e, domain.rating_scale) for e in events]
+        target = Interaction("request", item_id, None, None, review)
+        hidden = render_event(items[item_id], target, domain.rating_scale, hide_rating=True)
+        return rating_row(domain, lines, hidden, 0.0)["prompt"]
+
+    # -- answers ----------------------------------------------------------------------------------------------
+
+    def recommend(
+        self, history: Sequence[HistoryEvent], k: int = 10, exclude_seen: bool = True
+    ) -> list[Recommendation]:
+        """The ``k`` best catalogue items to follow ``history``, best first (fewer only if the catalogue runs out).
+
+        Raises:
+            RequestError: For a bad history or ``k``.
+        """
+        return self.recommend_batch([history], k=k, exclude_seen=exclude_seen)[0]
+
+    def recommend_batch(
+        self, histories: Sequence[Sequence[HistoryEvent]], k: int = 10, exclude_seen: bool | Sequence[bool] = True
+    ) -> list[list[Recommendation]]:
+        """``recommend`` for several histories in one model call (what the HTTP service's batches run)."""
+        if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= len(self.catalog.items):
+            raise RequestError(f"k: expected a whole number from 1 to {len(self.catalog.items)}, got {k!r}")
+        excludes = [exclude_seen] * len(histories) if isinstance(exclude_seen, bool) else list(exclude_seen)
+        prompts, exclusions = [], []
+        budget = context_length(self.model) - self.max_item_tokens
+        for history, exclude in zip(histories, excludes, strict=True):
+            prompts.append(fit_prompt(self.tokenizer, self.next_item_prompt(history), budget)[0])
+            seen = {e.item_id for e in self.parse_history(history)} if exclude else set()
+            exclusions.append(self.trie.exclude(seen))
+        with self.lock, torch.no_grad():
+            found = beam_search(
+                self.model,
+                prompts,
+                num_beams=max(k, self.num_beams),
+                max_new_tokens=self.max_item_tokens,
+                eos_id=self.tokenizer.eos_token_id,
+                pad_id=self.tokenizer.pad_token_id,
+                allowed=lambda row, prefix: self.trie.allowed(prefix, exclusions[row]),
+            )
+        results = []
+        for beams in found:
+            ranked: list[Recommendation] = []
+            seen_items: set[str] = set()
+            for beam in beams:
+                item_id = self.trie.item(beam.tokens)
+                if item_id is None or item_id in seen_items:
+                    continue  # a constrained beam cut off before its item ended; never an invented item
+                seen_items.add(item_id)
+                item = self.catalog.items[item_id]
+                text = self.catalog.text(item_id)
+                ranked.append(Recommendation(item_id, item.title, text, beam.score, math.exp(beam.logprob)))
+            results.append(ranked[:k])
+        return results
+
+    def predict_rating(
+        self, history: Sequence[HistoryEvent], item_id: str, review: str | None = None
+    ) -> RatingEstimate:
+        """The rating the user would give ``item_id`` after ``history`` (optionally having written ``review``).
+
+        Raises:
+            RequestError: For a bad history or an unknown item.
+        """
+        return self.predict_rating_batch([(history, item_id, review)])[0]
+
+    def predict_rating_batch(
+        self, requests: Sequence[tuple[Sequence[HistoryEvent], str, str | None]]
+    ) -> list[RatingEstimate]:
+        """``predict_rating`` for several ``(history, item_id, review)`` in one model call."""
+        budget = context_length(self.model) - max(len(tokens) for tokens in self.rating_tokens)
+        prompts = [
+            fit_prompt(self.tokenizer, self.rating_prompt(history, item_id, review), budget)[0]
+            for history, item_id, review in requests
+        ]
+        with self.lock:
+            scores = score_continuations(self.model, prompts, self.rating_tokens, pad_id=self.tokenizer.pad_token_id)
+        estimates = []
+        for (_, item_id, _), row in zip(requests, scores, strict=True):
+            top = max(row)
+            weights = [math.exp(score - top) for score in row]
+            total = sum(weights)
+            distribution = {text: w / total for text, w in zip(self.rating_strings, weights, strict=True)}
+            value = sum(w * v for w, v in zip(weights, self.rating_values, strict=True)) / total
+            estimates.append(RatingEstimate(item_id, value, distribution))
+        return estimates
