@@ -58,7 +58,8 @@ def main() -> None:
     events.append({"item_id": validation["target_item_id"], "rating": validation["target_rating"]})
     history = events[-args.max_history :]
 
-    found = call(f"{args.url}/v1/recommend", {"history": history, "k": args.k})["items"]
+    seen = sorted({event["item_id"] for event in events})  # the history sent is a window; exclude every seen item
+    found = call(f"{args.url}/v1/recommend", {"history": history, "k": args.k, "exclude": seen})["items"]
     held_out = test["target_item_id"]
     print(f"POST {args.url}/v1/recommend")
     print(f"Top-{args.k} for user {user} ({len(history)} items in history):")

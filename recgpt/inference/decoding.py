@@ -47,7 +47,7 @@ def select_cache(past: Any, index: torch.Tensor) -> Any:
     if hasattr(past, "reorder_cache"):  # a transformers Cache object
         past.reorder_cache(index)
         return past
-    return [tuple(tensor.index_select(0, index) for tensor in layer) for layer in past]
+    return [tuple(tensor.index_select(0, index.to(tensor.device)) for tensor in layer) for layer in past]
 
 
 def forward(model: Any, ids: torch.Tensor, mask: torch.Tensor, past: Any = None) -> tuple[torch.Tensor, Any]:
@@ -88,7 +88,9 @@ def beam_search(
                 permitted = allowed(row, tokens) if allowed is not None else None
                 if permitted is not None and not permitted:
                     continue  # a dead end: no catalogue item continues this prefix
-                choice = torch.tensor(permitted, dtype=torch.long) if permitted is not None else None
+                choice = (
+                    torch.tensor(permitted, dtype=torch.long, device=scores.device) if permitted is not None else None
+                )
                 values = scores[choice] if choice is not None else scores
                 top = torch.topk(values, min(len(values), 2 * num_beams))
                 tokens_out = choice[top.indices] if choice is not None else top.indices

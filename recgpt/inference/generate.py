@@ -24,10 +24,11 @@ class Candidate:
     score: float
 
 
-def load_model(model_dir: str | Path, device: str = "cpu") -> tuple[Any, Any]:
+def load_model(model_dir: str | Path, device: str | None = None) -> tuple[Any, Any]:
     """Load a Hugging Face causal LM folder and its tokenizer (offline-safe, ``trust_remote_code`` for MPT).
 
-    The tokenizer pads on the left, as batched generation needs.
+    The model goes to ``device`` (default: the first GPU when one is visible, in bfloat16; else the CPU, in
+    float32). The tokenizer pads on the left, as batched generation needs.
 
     Raises:
         FileNotFoundError: If ``model_dir`` has no ``config.json``.
@@ -38,6 +39,8 @@ def load_model(model_dir: str | Path, device: str = "cpu") -> tuple[Any, Any]:
     adapter = folder / "adapter_config.json"
     if not (folder / "config.json").is_file() and not adapter.is_file():
         raise FileNotFoundError(f"--model {folder}: not a Hugging Face model folder (no config.json)")
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
     tokenizer = AutoTokenizer.from_pretrained(str(folder))
     tokenizer.padding_side = "left"
     if tokenizer.pad_token_id is None:
@@ -46,10 +49,10 @@ def load_model(model_dir: str | Path, device: str = "cpu") -> tuple[Any, Any]:
         from peft import PeftModel
 
         base_path = json.loads(adapter.read_text(encoding="utf-8"))["base_model_name_or_path"]
-        base = AutoModelForCausalLM.from_pretrained(base_path, trust_remote_code=True, torch_dtype=torch.float32)
+        base = AutoModelForCausalLM.from_pretrained(base_path, trust_remote_code=True, torch_dtype=dtype)
         model = PeftModel.from_pretrained(base, str(folder)).merge_and_unload()
     else:
-        model = AutoModelForCausalLM.from_pretrained(str(folder), trust_remote_code=True, torch_dtype=torch.float32)
+        model = AutoModelForCausalLM.from_pretrained(str(folder), trust_remote_code=True, torch_dtype=dtype)
     model.to(device).eval()
     return model, tokenizer
 

@@ -77,7 +77,7 @@ class Catalog:
             names = [s["name"] for s in manifest["config"]["sources"] if s.get("benchmark")]
             if benchmark is None and len(names) == 1:
                 benchmark = names[0]
-            if benchmark not in names:
+            if benchmark is None or benchmark not in names:
                 raise ValueError(f"catalog: choose a benchmark of {path}: one of {names}, got {benchmark!r}")
             items_path = path / "benchmark" / benchmark / "items.jsonl"
         else:
@@ -263,28 +263,58 @@ class Recommender:
     # -- answers ----------------------------------------------------------------------------------------------
 
     def recommend(
-        self, history: Sequence[HistoryEvent], k: int = 10, exclude_seen: bool = True
+        self,
+        history: Sequence[HistoryEvent],
+        k: int = 10,
+        exclude_seen: bool = True,
+        exclude: Sequence[str] = (),
     ) -> list[Recommendation]:
         """The ``k`` best catalogue items to follow ``history``, best first (fewer only if the catalogue runs out).
 
+        Args:
+            history: The user's events, oldest first.
+            k: How many items.
+            exclude_seen: Never recommend an item of ``history``.
+            exclude: More items never to recommend (e.g. everything the user saw before the history window).
+
         Raises:
-            RequestError: For a bad history or ``k``.
+            RequestError: For a bad history, ``k`` or excluded item.
         """
-        return self.recommend_batch([history], k=k, exclude_seen=exclude_seen)[0]
+        return self.recommend_batch([history], k=k, exclude_seen=exclude_seen, exclude=[exclude])[0]
+
+    def check_exclude(self, exclude: Sequence[str], field: str = "exclude") -> set[str]:
+        """Validate a list of item ids never to recommend.
+
+        Raises:
+            RequestError: Naming the first id that is not a catalogue item.
+        """
+        if isinstance(exclude, str | bytes) or not isinstance(exclude, Sequence):
+            raise RequestError(f"{field}: expected a list of item ids, got {type(exclude).__name__}")
+        for position, item_id in enumerate(exclude):
+            if not isinstance(item_id, str) or item_id not in self.catalog.items:
+                raise RequestError(f"{field}[{position}]: unknown item {item_id!r}; it is not in the catalogue")
+        return set(exclude)
 
     def recommend_batch(
-        self, histories: Sequence[Sequence[HistoryEvent]], k: int = 10, exclude_seen: bool | Sequence[bool] = True
+        self,
+        histories: Sequence[Sequence[HistoryEvent]],
+        k: int = 10,
+        exclude_seen: bool | Sequence[bool] = True,
+        exclude: Sequence[Sequence[str]] | None = None,
     ) -> list[list[Recommendation]]:
         """``recommend`` for several histories in one model call (what the HTTP service's batches run)."""
         if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= len(self.catalog.items):
             raise RequestError(f"k: expected a whole number from 1 to {len(self.catalog.items)}, got {k!r}")
-        excludes = [exclude_seen] * len(histories) if isinstance(exclude_seen, bool) else list(exclude_seen)
+        seen_flags = [exclude_seen] * len(histories) if isinstance(exclude_seen, bool) else list(exclude_seen)
+        extras = list(exclude) if exclude is not None else [()] * len(histories)
         prompts, exclusions = [], []
         budget = context_length(self.model) - self.max_item_tokens
-        for history, exclude in zip(histories, excludes, strict=True):
+        for history, flag, extra in zip(histories, seen_flags, extras, strict=True):
             prompts.append(fit_prompt(self.tokenizer, self.next_item_prompt(history), budget)[0])
-            seen = {e.item_id for e in self.parse_history(history)} if exclude else set()
-            exclusions.append(self.trie.exclude(seen))
+            blocked = self.check_exclude(extra)
+            if flag:
+                blocked |= {e.item_id for e in self.parse_history(history)}
+            exclusions.append(self.trie.exclude(blocked))
         with self.lock, torch.no_grad():
             found = beam_search(
                 self.model,

@@ -20,7 +20,7 @@ import secrets
 import socket
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
@@ -98,6 +98,11 @@ class RecommendRequest(BaseModel):
     history: History = Field(description=HISTORY_DOC, examples=[["50", {"item_id": "181", "rating": 4.0}]])
     k: int = Field(default=10, description="How many items to return")
     exclude_seen: bool = Field(default=True, description="Never recommend an item of the history")
+    exclude: list[str] = Field(
+        default_factory=list,
+        max_length=100_000,
+        description="More item ids never to recommend, e.g. everything the user saw before the history window",
+    )
 
 
 class Item(BaseModel):
@@ -304,7 +309,9 @@ def build_app(recommender: Recommender, config: ServeConfig) -> FastAPI:
     catalog = recommender.catalog
     batcher = Batcher(
         {
-            "recommend": lambda key, histories: recommender.recommend_batch(histories, k=key[0], exclude_seen=key[1]),
+            "recommend": lambda key, jobs: recommender.recommend_batch(
+                [history for history, _ in jobs], k=key[0], exclude_seen=key[1], exclude=[extra for _, extra in jobs]
+            ),
             "rating": lambda _key, requests: recommender.predict_rating_batch(requests),
         },
         max_batch_size=config.max_batch_size,
@@ -320,7 +327,7 @@ def build_app(recommender: Recommender, config: ServeConfig) -> FastAPI:
             raise ValueError(f"api_key_env: the environment variable {config.api_key_env} is not set (or empty)")
 
     @asynccontextmanager
-    async def lifespan(_app: FastAPI) -> Any:
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         worker = asyncio.create_task(batcher.run())
         yield
         worker.cancel()
@@ -394,8 +401,9 @@ def build_app(recommender: Recommender, config: ServeConfig) -> FastAPI:
         if not 1 <= body.k <= min(config.max_k, len(catalog.items)):
             raise RequestError(f"k: expected a whole number from 1 to {min(config.max_k, len(catalog.items))}")
         history = plain(body.history)
-        recommender.parse_history(history)  # a bad history is refused here, never in a batch
-        found = await batcher.submit("recommend", (body.k, body.exclude_seen), history)
+        recommender.parse_history(history)  # a bad request is refused here, never in a batch
+        recommender.check_exclude(body.exclude)
+        found = await batcher.submit("recommend", (body.k, body.exclude_seen), (history, body.exclude))
         return RecommendResponse(items=[Item(**vars(item)) for item in found])
 
     @app.post("/v1/rating", response_model=RatingResponse, responses=ERRORS)

@@ -58,6 +58,17 @@ def test_recommendations_are_real_unseen_items_best_first(recommender):
         assert 0 < item.probability <= 1
 
 
+def test_excluded_items_are_never_recommended(recommender):
+    first = recommender.recommend(HISTORY, k=5)
+    blocked = [first[0].item_id, first[2].item_id]
+    again = recommender.recommend(HISTORY, k=5, exclude=blocked)
+    assert len(again) == 5 and not {item.item_id for item in again} & set(blocked)
+    with pytest.raises(RequestError, match=r"exclude\[1\]: unknown item 'nope'"):
+        recommender.recommend(HISTORY, exclude=["50", "nope"])
+    with_seen = recommender.recommend(["50"], k=20, exclude_seen=False)
+    assert len(with_seen) == 20  # the history's item is allowed back (whether the model ranks it is its business)
+
+
 def test_a_batch_answers_each_history_as_it_would_alone(recommender):
     histories = [HISTORY, ["1", "2"], ["100", "98", "56", "7"]]
     together = recommender.recommend_batch(histories, k=4)

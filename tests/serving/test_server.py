@@ -76,6 +76,7 @@ BAD = [
     ("/v1/recommend", {"history": [{"item_id": "50", "rating": 9}]}, 422, "history[0].rating: expected a number"),
     ("/v1/recommend", {"history": [{"item_id": "50", "stars": 3}]}, 422, "history[0].stars: unknown field"),
     ("/v1/recommend", [1, 2], 422, "body: Input should be a valid dictionary"),
+    ("/v1/recommend", {"history": ["50"], "exclude": ["nope"]}, 422, "exclude[0]: unknown item 'nope'"),
     ("/v1/rating", {"history": ["50"]}, 422, "item_id: required"),
     ("/v1/rating", {"history": ["50"], "item_id": "nope"}, 422, "item_id: unknown item 'nope'"),
     ("/v1/rating", {"history": ["50"], "item_id": "1", "review": 5}, 422, "review: Input should be a valid string"),
