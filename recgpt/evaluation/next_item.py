@@ -66,6 +66,19 @@ def _batches(count: int, size: int) -> Sequence[range]:
     return [range(start, min(start + size, count)) for start in range(0, count, size)]
 
 
+def ground_beams(texts: Sequence[str], index: CatalogIndex, exclude: set[str]) -> Ranking:
+    """Map beam texts (best first) to their nearest allowed items; an item reached twice counts once, at its
+    better rank, so a list may hold fewer items than beams.
+
+    Example:
+        Beams ``["Title: Heat (1995)", "Title: Heat", "Title: Fargo (1996)"]`` ground to ``[heat, heat, fargo]``
+        and rank ``[heat, fargo]``, with one ungrounded beam (``Title: Heat`` needed a search) and one duplicate.
+    """
+    grounded = index.ground(texts, exclude=exclude) if texts else []
+    items = list(dict.fromkeys(item for item, _ in grounded))
+    return Ranking(items, list(texts), sum(text not in index.exact for text in texts), len(grounded) - len(items))
+
+
 def beam_grounded(
     model: Any,
     tokenizer: Any,
@@ -92,11 +105,7 @@ def beam_grounded(
         )
         for row, found in zip(batch, beams, strict=True):
             texts = [tokenizer.decode(beam.tokens, skip_special_tokens=True).strip() for beam in found]
-            grounded = index.ground(texts, exclude=excluded[row]) if texts else []
-            items = list(dict.fromkeys(item for item, _ in grounded))
-            rankings.append(
-                Ranking(items, texts, sum(text not in index.exact for text in texts), len(grounded) - len(items))
-            )
+            rankings.append(ground_beams(texts, index, excluded[row]))
         if progress is not None:
             progress(len(rankings))
     return rankings

@@ -241,10 +241,11 @@ class Recommender:
             )
         return events
 
-    def next_item_prompt(self, history: Sequence[HistoryEvent]) -> str:
+    def next_item_prompt(self, history: Sequence[HistoryEvent] | Sequence[Interaction]) -> str:
         """The pipeline's next-item prompt for a history (identifying lines, oldest first)."""
+        events = history if history and isinstance(history[0], Interaction) else self.parse_history(history)
         domain = self.catalog.domain
-        lines = [render_item(self.catalog.items[e.item_id], domain) for e in self.parse_history(history)]
+        lines = [render_item(self.catalog.items[e.item_id], domain) for e in events]  # type: ignore[union-attr]
         return next_item_row(domain, lines, "")["prompt"]
 
     def rating_prompt(self, history: Sequence[HistoryEvent], item_id: str, review: str | None = None) -> str:
@@ -310,10 +311,11 @@ class Recommender:
         prompts, exclusions = [], []
         budget = context_length(self.model) - self.max_item_tokens
         for history, flag, extra in zip(histories, seen_flags, extras, strict=True):
-            prompts.append(fit_prompt(self.tokenizer, self.next_item_prompt(history), budget)[0])
+            events = self.parse_history(history)
+            prompts.append(fit_prompt(self.tokenizer, self.next_item_prompt(events), budget)[0])
             blocked = self.check_exclude(extra)
             if flag:
-                blocked |= {e.item_id for e in self.parse_history(history)}
+                blocked |= {e.item_id for e in events}
             exclusions.append(self.trie.exclude(blocked))
         with self.lock, torch.no_grad():
             found = beam_search(

@@ -6,8 +6,7 @@ import numpy as np
 import pytest
 
 from recgpt.evaluation.grounding import CatalogIndex, TextEmbedder
-from recgpt.inference.generate import Candidate
-from recgpt.inference.recommend import rank_catalog_items
+from recgpt.evaluation.next_item import ground_beams
 
 IDS = ["heat", "fargo", "toy", "babe"]
 TEXTS = ["Title: Heat (1995)", "Title: Fargo (1996)", "Title: Toy Story (1995)", "Title: Babe (1995)"]
@@ -37,10 +36,7 @@ def test_excluded_items_are_never_returned(index: CatalogIndex):
 
 
 def test_beams_grounding_to_one_item_count_once_at_their_best_rank(index: CatalogIndex):
-    beams = [
-        Candidate("Title: Heat (1995)", -0.1),
-        Candidate("Title: Heat", -0.3),
-        Candidate("Title: Babe (1995)", -0.4),
-    ]
-    ranked = rank_catalog_items(beams, index)
-    assert [(r.item_id, r.beam_score) for r in ranked] == [("heat", -0.1), ("babe", -0.4)]
+    ranking = ground_beams(["Title: Heat (1995)", "Title: Heat", "Title: Babe (1995)"], index, set())
+    assert ranking.items == ["heat", "babe"]
+    assert (ranking.ungrounded, ranking.duplicates) == (1, 1)
+    assert ground_beams(["Title: Heat (1995)"], index, {"heat"}).items != ["heat"]
