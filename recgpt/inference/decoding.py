@@ -137,14 +137,16 @@ def score_candidates(
     """Summed log-probability of each candidate continuation (e.g. an item's line plus EOS) after ``prompt``.
 
     The prompt is run once; its cache is copied to each batch of candidates, so the cost is the candidates' own
-    tokens.
+    tokens. Candidates are batched shortest first, so a batch pads to lengths close to its own.
     """
     ids, mask = left_pad([prompt], pad_id)
-    scores: list[float] = []
+    order = sorted(range(len(candidates)), key=lambda i: len(candidates[i]))
+    scores = [0.0] * len(candidates)
     with torch.no_grad():
         first, past = forward(model, ids, mask)
-        for start in range(0, len(candidates), batch_size):
-            chunk = [list(c) for c in candidates[start : start + batch_size]]
+        for start in range(0, len(order), batch_size):
+            members = order[start : start + batch_size]
+            chunk = [list(candidates[i]) for i in members]
             width = max(len(c) for c in chunk)
             index = torch.zeros(len(chunk), dtype=torch.long)
             cache = select_cache(past, index) if not hasattr(past, "reorder_cache") else _copy_cache(past, len(chunk))
@@ -165,7 +167,8 @@ def score_candidates(
             chosen = logprobs[:, :-1, :].gather(-1, tokens[:, 1:, None].to(logprobs.device)).squeeze(-1)
             head = first[0, tokens[:, 0]]
             totals = head + (chosen * real[:, 1:].to(chosen.device)).sum(dim=1)
-            scores.extend(float(total) for total in totals)
+            for position, total in zip(members, totals.tolist(), strict=True):
+                scores[position] = float(total)
     return scores
 
 
