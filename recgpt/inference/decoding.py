@@ -6,6 +6,7 @@ continues it, so ten beams or a thousand candidate items cost their own tokens o
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -58,6 +59,21 @@ def forward(model: Any, ids: torch.Tensor, mask: torch.Tensor, past: Any = None)
     return torch.log_softmax(output.logits[:, -1, :].float(), dim=-1), output.past_key_values
 
 
+def restrict(logprobs: torch.Tensor, permitted: Sequence[list[int] | None]) -> torch.Tensor:
+    """``logprobs`` with every token outside each row's permitted list set to -inf (None permits all)."""
+    masked = torch.full_like(logprobs, -math.inf)
+    rows = [r for r, tokens in enumerate(permitted) for _ in (tokens if tokens is not None else ())]
+    columns = [t for tokens in permitted if tokens is not None for t in tokens]
+    if rows:
+        r = torch.tensor(rows, dtype=torch.long, device=logprobs.device)
+        c = torch.tensor(columns, dtype=torch.long, device=logprobs.device)
+        masked[r, c] = logprobs[r, c]
+    free = [r for r, tokens in enumerate(permitted) if tokens is None]
+    if free:
+        masked[free] = logprobs[free]
+    return masked
+
+
 def beam_search(
     model: Any,
     prompt_ids: Sequence[Sequence[int]],
@@ -83,20 +99,16 @@ def beam_search(
         live: list[tuple[int, list[int], float]] = [(row, [], 0.0) for row in range(batch)]
         for _ in range(max_new_tokens):
             options: list[list[tuple[float, int, int]]] = [[] for _ in range(batch)]
-            for position, (row, tokens, total) in enumerate(live):
-                scores = logprobs[position]
-                permitted = allowed(row, tokens) if allowed is not None else None
-                if permitted is not None and not permitted:
-                    continue  # a dead end: no catalogue item continues this prefix
-                choice = (
-                    torch.tensor(permitted, dtype=torch.long, device=scores.device) if permitted is not None else None
-                )
-                values = scores[choice] if choice is not None else scores
-                top = torch.topk(values, min(len(values), 2 * num_beams))
-                tokens_out = choice[top.indices] if choice is not None else top.indices
-                options[row].extend(
-                    (total + float(v), int(t), position) for v, t in zip(top.values, tokens_out, strict=True)
-                )
+            if allowed is not None:  # one masked matrix, then one top-k for every beam
+                logprobs = restrict(logprobs, [allowed(row, tokens) for row, tokens, _ in live])
+            values, indices = torch.topk(logprobs, min(logprobs.shape[-1], 2 * num_beams), dim=-1)
+            for position, ((row, _, total), row_values, row_indices) in enumerate(
+                zip(live, values.tolist(), indices.tolist(), strict=True)
+            ):
+                for value, token in zip(row_values, row_indices, strict=True):
+                    if value == -math.inf:
+                        break  # no more allowed tokens (a prefix no catalogue item continues has none)
+                    options[row].append((total + value, token, position))
             next_live, sources = [], []
             for row in range(batch):
                 if len(finished[row]) >= num_beams:
@@ -121,8 +133,10 @@ def beam_search(
                 live = []
                 break
             index = torch.tensor(sources, dtype=torch.long)
-            past = select_cache(past, index)
-            mask = torch.cat([mask.index_select(0, index), torch.ones((len(index), 1), dtype=torch.long)], dim=1)
+            if sources != list(range(len(live))):  # each beam went on from itself: the cache is already in order
+                past = select_cache(past, index)
+                mask = mask.index_select(0, index)
+            mask = torch.cat([mask, torch.ones((len(index), 1), dtype=torch.long)], dim=1)
             step = torch.tensor([[tokens[-1]] for _, tokens, _ in next_live], dtype=torch.long)
             logprobs, past = forward(model, step, mask, past)
             live = next_live
