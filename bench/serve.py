@@ -1,11 +1,12 @@
 """Load benchmark of the HTTP service on 127.0.0.1: dynamic batching against batch size 1, in the same run.
 
 N concurrent clients (aiohttp) each send ``--requests`` next-item requests (k=10, the user's 20 most recent items,
-from the benchmark's test users) to ``recgpt serve``'s app running in this process, first with dynamic batching
-(``max_batch_size`` 16, ``max_wait_ms`` 10), then with batching off (``max_batch_size`` 1), on the same model and
-requests. Reported: requests/s, p50 and p99 latency, failed requests (anything but 200 with real catalogue items).
-A third run mixes bad requests (unknown items, empty or oversized histories, malformed JSON, wrong types) into
-the batched load: each must get its 4xx and every good request still its 200.
+from the benchmark's test users) to ``recgpt serve``'s app running in this process, first with batching off
+(``max_batch_size`` 1), then with dynamic batching (``--max-batch-size``, default 8 as in configs/serve/demo.yaml;
+``max_wait_ms`` 10), on the same model and requests; each run starts after one concurrent warm-up round. Reported:
+requests/s, p50 and p99 latency, failed requests (anything but 200 with real catalogue items). A third run mixes
+bad requests (unknown items, empty or oversized histories, malformed JSON, wrong types) into the batched load:
+each must get its 4xx and every good request still its 200.
 
 The model is the demo's architecture (bench/eval.py): the trained demo model with ``--model``, else a seeded
 random initialisation. Usage::
@@ -98,7 +99,7 @@ def run(recommender: Any, settings: dict[str, Any], plan: list[list[tuple[Any, i
     config = ServeConfig(model="-", catalog="-", port=0, **settings)
     catalog = set(recommender.catalog.items)
     with running(recommender, config) as base:
-        warm = [[({"history": plan[0][0][0]["history"], "k": 10}, 200)]]
+        warm = [[({"history": jobs[0][0]["history"], "k": 10}, 200)] for jobs in plan]  # one concurrent round
         asyncio.run(load(f"{base}/v1/recommend", warm, catalog))
         return asyncio.run(load(f"{base}/v1/recommend", plan, catalog))
 
@@ -110,6 +111,7 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--requests", type=int, default=8, help="good requests per client")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    parser.add_argument("--max-batch-size", type=int, default=8, help="of the batched runs (configs/serve: 8)")
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -140,10 +142,13 @@ def main() -> None:
         f"{args.clients} clients x {args.requests} requests (k=10, 20-item histories); torch threads "
         f"{torch.get_num_threads()}"
     )
+    batched = f"dynamic batching ({args.max_batch_size}, 10 ms)"
     results = {
         "batch size 1": run(recommender, {"max_batch_size": 1, "max_wait_ms": 0}, plan),
-        "dynamic batching (16, 10 ms)": run(recommender, {"max_batch_size": 16, "max_wait_ms": 10}, plan),
-        "dynamic batching + bad requests": run(recommender, {"max_batch_size": 16, "max_wait_ms": 10}, mixed),
+        batched: run(recommender, {"max_batch_size": args.max_batch_size, "max_wait_ms": 10}, plan),
+        "dynamic batching + bad requests": run(
+            recommender, {"max_batch_size": args.max_batch_size, "max_wait_ms": 10}, mixed
+        ),
     }
     print(f"| {'run':<32} | {'good':>4} | {'req/s':>6} | {'p50 s':>6} | {'p99 s':>6} | {'failed':>6} | bad 4xx |")
     print(f"|{'-' * 34}|{'-' * 6}|{'-' * 8}|{'-' * 8}|{'-' * 8}|{'-' * 8}|{'-' * 9}|")
@@ -157,7 +162,7 @@ def main() -> None:
             f"| {name:<32} | {r['good']:>4} | {r['rps']:>6.2f} | {r['p50']:>6.2f} | {r['p99']:>6.2f} | "
             f"{r['failed']:>6} | {bad:>7} |"
         )
-    speedup = results["dynamic batching (16, 10 ms)"]["rps"] / results["batch size 1"]["rps"]
+    speedup = results[batched]["rps"] / results["batch size 1"]["rps"]
     failures = sum(r["failed"] + len(r["bad_wrong"]) for r in results.values())
     print(
         f"dynamic batching / batch size 1: {speedup:.2f}x requests/s "

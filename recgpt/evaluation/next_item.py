@@ -123,7 +123,12 @@ def constrained_beam(
     batch_size: int,
     progress: Callable[[int], None] | None = None,
 ) -> list[Ranking]:
-    """Beam search that can only spell catalogue items (and never completes an excluded one)."""
+    """Beam search that can only spell catalogue items (and never completes an excluded one).
+
+    ``max_new_tokens`` is raised to the longest item line plus EOS: a constrained beam can only be cut off, never
+    finish as something else, before then.
+    """
+    max_new_tokens = max(max_new_tokens, trie.depth + 1)
     prompts = _prompts(model, tokenizer, rows, max_new_tokens)
     rankings: list[Ranking] = []
     for batch in _batches(len(rows), batch_size):

@@ -49,12 +49,32 @@ def load_model(model_dir: str | Path, device: str | None = None) -> tuple[Any, A
         from peft import PeftModel
 
         base_path = json.loads(adapter.read_text(encoding="utf-8"))["base_model_name_or_path"]
-        base = AutoModelForCausalLM.from_pretrained(base_path, trust_remote_code=True, torch_dtype=dtype)
+        base = AutoModelForCausalLM.from_pretrained(
+            base_path, config=inference_config(base_path), trust_remote_code=True, torch_dtype=dtype
+        )
         model = PeftModel.from_pretrained(base, str(folder)).merge_and_unload()
     else:
-        model = AutoModelForCausalLM.from_pretrained(str(folder), trust_remote_code=True, torch_dtype=dtype)
+        model = AutoModelForCausalLM.from_pretrained(
+            str(folder), config=inference_config(folder), trust_remote_code=True, torch_dtype=dtype
+        )
     model.to(device).eval()
     return model, tokenizer
+
+
+def inference_config(folder: str | Path) -> Any:
+    """A model folder's config, without MPT's sequence-id attention (packed training only; inference passes none).
+
+    With ``attn_uses_sequence_id`` MPT's torch attention keeps a ``max_seq_len x max_seq_len`` bias and masks it
+    for every row of every forward pass, which made batched decoding slower than one prompt at a time on CPU;
+    without it the bias is one row per head. The weights and the outputs are the same.
+    """
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(str(folder), trust_remote_code=True)
+    attention = getattr(config, "attn_config", None)
+    if isinstance(attention, dict) and attention.get("attn_uses_sequence_id"):
+        config.attn_config = {**attention, "attn_uses_sequence_id": False}
+    return config
 
 
 def context_length(model: Any) -> int:

@@ -44,6 +44,7 @@ class ItemTrie:
         self.root = _Node()
         self.eos_id = eos_id
         self.paths: dict[str, list[_Node]] = {}
+        self.depth = max((len(tokens) for _, tokens in items), default=0)  # the longest item line, in tokens
         for item_id, tokens in items:
             path = [self.root]
             for token in tokens:

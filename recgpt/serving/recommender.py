@@ -182,7 +182,7 @@ class Recommender:
         self.rating_tokens = [encode_response(tokenizer, text) for text in self.rating_strings]
         item_tokens = [(item_id, encode_response(tokenizer, catalog.text(item_id))[:-1]) for item_id in catalog.items]
         self.trie = ItemTrie(item_tokens, tokenizer.eos_token_id)
-        self.max_item_tokens = max(len(tokens) for _, tokens in item_tokens) + 1
+        self.max_item_tokens = self.trie.depth + 1  # the longest item line, then EOS
         self.lock = threading.Lock()
 
     @classmethod

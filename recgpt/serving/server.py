@@ -65,7 +65,7 @@ class ServeConfig:
     benchmark: str | None = None
     host: str = "127.0.0.1"
     port: int = 8000
-    max_batch_size: int = 16
+    max_batch_size: int = 8
     max_wait_ms: float = 10.0
     max_queue: int = 256
     num_beams: int = 10
