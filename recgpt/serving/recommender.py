@@ -14,9 +14,8 @@ Example::
     recommender = Recommender.from_pretrained("artifacts/demo/fine-tuning/hf/huggingface/final",
                                               catalog="artifacts/demo/data")
     history = [{"item_id": "50", "rating": 5.0}, {"item_id": "181", "rating": 4.0}, "172"]
-    for item in recommender.recommend(history, k=5):
-        print(item.title, item.score)
-    print(recommender.predict_rating(history, "174").rating)
+    top = recommender.recommend(history, k=5)   # Recommendation(item_id, title, text, score, probability), best first
+    rating = recommender.predict_rating(history, "174").rating
 """
 
 from __future__ import annotations
