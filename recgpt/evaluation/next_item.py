@@ -11,13 +11,13 @@
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from recgpt.encoding import encode_response, fit_prompt
 from recgpt.evaluation.grounding import CatalogIndex
-from recgpt.inference.decoding import beam_search, score_candidates
+from recgpt.inference.decoding import Allowed, Beam, beam_search, score_candidates
 from recgpt.inference.generate import context_length
 from recgpt.inference.trie import ItemTrie
 
@@ -79,6 +79,33 @@ def ground_beams(texts: Sequence[str], index: CatalogIndex, exclude: set[str]) -
     return Ranking(items, list(texts), sum(text not in index.exact for text in texts), len(grounded) - len(items))
 
 
+def _beam_batches(
+    model: Any,
+    tokenizer: Any,
+    rows: Sequence[dict[str, Any]],
+    *,
+    num_beams: int,
+    max_new_tokens: int,
+    batch_size: int,
+    allowed_for: Callable[[range], Allowed] | None = None,
+) -> Iterator[tuple[range, list[list[Beam]]]]:
+    """Beam search over the rows' prompts in batches: each batch's row indices and its prompts' beams."""
+    prompts = _prompts(model, tokenizer, rows, max_new_tokens)
+    for batch in _batches(len(rows), batch_size):
+        yield (
+            batch,
+            beam_search(
+                model,
+                [prompts[i] for i in batch],
+                num_beams=num_beams,
+                max_new_tokens=max_new_tokens,
+                eos_id=tokenizer.eos_token_id,
+                pad_id=tokenizer.pad_token_id,
+                allowed=allowed_for(batch) if allowed_for is not None else None,
+            ),
+        )
+
+
 def beam_grounded(
     model: Any,
     tokenizer: Any,
@@ -92,17 +119,11 @@ def beam_grounded(
     progress: Callable[[int], None] | None = None,
 ) -> list[Ranking]:
     """RecGPT's protocol: free beams, each grounded to its nearest allowed catalogue item."""
-    prompts = _prompts(model, tokenizer, rows, max_new_tokens)
     rankings: list[Ranking] = []
-    for batch in _batches(len(rows), batch_size):
-        beams = beam_search(
-            model,
-            [prompts[i] for i in batch],
-            num_beams=num_beams,
-            max_new_tokens=max_new_tokens,
-            eos_id=tokenizer.eos_token_id,
-            pad_id=tokenizer.pad_token_id,
-        )
+    decoded = _beam_batches(
+        model, tokenizer, rows, num_beams=num_beams, max_new_tokens=max_new_tokens, batch_size=batch_size
+    )
+    for batch, beams in decoded:
         for row, found in zip(batch, beams, strict=True):
             texts = [tokenizer.decode(beam.tokens, skip_special_tokens=True).strip() for beam in found]
             rankings.append(ground_beams(texts, index, excluded[row]))
@@ -128,32 +149,28 @@ def constrained_beam(
     ``max_new_tokens`` is raised to the longest item line plus EOS: a constrained beam can only be cut off, never
     finish as something else, before then.
     """
-    max_new_tokens = max(max_new_tokens, trie.depth + 1)
-    prompts = _prompts(model, tokenizer, rows, max_new_tokens)
+
+    def allowed_for(batch: range) -> Allowed:
+        exclusions = [trie.exclude(excluded[i]) for i in batch]
+        return lambda row, prefix: trie.allowed(prefix, exclusions[row])
+
     rankings: list[Ranking] = []
-    for batch in _batches(len(rows), batch_size):
-        rows_excluded = [trie.exclude(excluded[i]) for i in batch]
-        beams = beam_search(
-            model,
-            [prompts[i] for i in batch],
-            num_beams=num_beams,
-            max_new_tokens=max_new_tokens,
-            eos_id=tokenizer.eos_token_id,
-            pad_id=tokenizer.pad_token_id,
-            allowed=lambda row, prefix, ex=rows_excluded: trie.allowed(prefix, ex[row]),
-        )
+    decoded = _beam_batches(
+        model,
+        tokenizer,
+        rows,
+        num_beams=num_beams,
+        max_new_tokens=max(max_new_tokens, trie.depth + 1),
+        batch_size=batch_size,
+        allowed_for=allowed_for,
+    )
+    for _, beams in decoded:
         for found in beams:
             named = [trie.item(beam.tokens) for beam in found]
             items = list(dict.fromkeys(item for item in named if item is not None))
             texts = [tokenizer.decode(beam.tokens, skip_special_tokens=True).strip() for beam in found]
-            rankings.append(
-                Ranking(
-                    items,
-                    texts,
-                    sum(item is None for item in named),
-                    sum(item is not None for item in named) - len(items),
-                )
-            )
+            ungrounded = sum(item is None for item in named)
+            rankings.append(Ranking(items, texts, ungrounded, len(named) - ungrounded - len(items)))
         if progress is not None:
             progress(len(rankings))
     return rankings
