@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import importlib.util
-import json
 import os
 import random
 import statistics
@@ -37,7 +36,9 @@ _spec.loader.exec_module(bench_eval)  # type: ignore[union-attr]
 
 def histories(data: Path, count: int) -> list[list[str]]:
     benchmark = next((data / "benchmark").iterdir())
-    rows = [json.loads(line) for line in (benchmark / "test.jsonl").read_text(encoding="utf-8").splitlines()]
+    from recgpt.evaluation.runner import read_rows
+
+    rows = read_rows(benchmark / "test.jsonl")
     users = [r["history_item_ids"][-20:] for r in rows if r["task"] == "next_item"]
     return [users[i % len(users)] for i in range(count)]
 

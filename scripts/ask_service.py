@@ -16,6 +16,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from recgpt.evaluation.runner import read_rows
+
 
 def call(url: str, body: dict | None = None) -> dict:
     data = None if body is None else json.dumps(body).encode()
@@ -36,10 +38,6 @@ def wait_until_up(url: str, seconds: float) -> None:
             time.sleep(0.5)
 
 
-def rows(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--url", required=True)
@@ -50,10 +48,12 @@ def main() -> None:
     wait_until_up(args.url, 180)
 
     benchmark = next((Path(args.data) / "benchmark").iterdir())
-    test = next(r for r in rows(benchmark / "test.jsonl") if r["task"] == "rating")
+    test = next(r for r in read_rows(benchmark / "test.jsonl") if r["task"] == "rating")
     user = test["user_id"]
-    train = next(r for r in rows(benchmark / "train.jsonl") if r["user_id"] == user)
-    validation = next(r for r in rows(benchmark / "validation.jsonl") if r["user_id"] == user and r["task"] == "rating")
+    train = next(r for r in read_rows(benchmark / "train.jsonl") if r["user_id"] == user)
+    validation = next(
+        r for r in read_rows(benchmark / "validation.jsonl") if r["user_id"] == user and r["task"] == "rating"
+    )
     events = [{"item_id": i, "rating": r} for i, r in zip(train["item_ids"], train["ratings"], strict=True)]
     events.append({"item_id": validation["target_item_id"], "rating": validation["target_rating"]})
     history = events[-args.max_history :]
@@ -67,7 +67,7 @@ def main() -> None:
         mark = "  <- the user's held-out next item" if item["item_id"] == held_out else ""
         print(f"{rank:>3}. {item['title']}  [{item['item_id']}]  (score {item['score']:.3f}){mark}")
     rated = call(f"{args.url}/v1/rating", {"history": history, "item_id": held_out})
-    names = {item["item_id"]: item["title"] for item in rows(benchmark / "items.jsonl")}
+    names = {item["item_id"]: item["title"] for item in read_rows(benchmark / "items.jsonl")}
     print(f"Held-out next item: {names.get(held_out, held_out)} [{held_out}]")
     print(f"POST {args.url}/v1/rating: predicted {rated['rating']:.2f}, actual {test['target_rating']:.1f}")
     sys.stdout.flush()

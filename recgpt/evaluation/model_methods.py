@@ -101,9 +101,7 @@ def evaluate_model(
         else:
             catalogue = catalogue or next_item_methods.Catalogue.build(item_ids, texts, tokenizer)
             if method == "constrained_beam":
-                from recgpt.inference.trie import ItemTrie
-
-                trie = ItemTrie(list(zip(catalogue.item_ids, catalogue.tokens, strict=True)), tokenizer.eos_token_id)
+                trie = catalogue.trie(tokenizer.eos_token_id)
                 rankings[name] = next_item_methods.constrained_beam(
                     model,
                     tokenizer,

@@ -56,6 +56,10 @@ class Catalogue:
         tokens = [ids[:-1] for ids in (encode_response(tokenizer, text) for text in texts)]
         return cls(list(item_ids), list(texts), tokens)
 
+    def trie(self, eos_id: int) -> ItemTrie:
+        """The prefix trie of the item lines, for constrained decoding."""
+        return ItemTrie(list(zip(self.item_ids, self.tokens, strict=True)), eos_id)
+
 
 def _prompts(model: Any, tokenizer: Any, rows: Sequence[dict[str, Any]], max_new_tokens: int) -> list[list[int]]:
     budget = context_length(model) - max_new_tokens

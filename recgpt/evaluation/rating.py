@@ -73,6 +73,21 @@ def decode(
     return [RatingPrediction(out[0].text, parse_rating(out[0].text, scale)) for out in outputs]
 
 
+def expectation(scores: Sequence[float], support: Sequence[float]) -> tuple[float, list[float]]:
+    """The mean of ``support`` under the softmax of ``scores`` (log-probabilities), and those probabilities.
+
+    Example:
+        >>> value, probabilities = expectation([math.log(0.25), math.log(0.75)], [1.0, 5.0])
+        >>> round(value, 6), [round(p, 6) for p in probabilities]
+        (4.0, [0.25, 0.75])
+    """
+    top = max(scores)
+    weights = [math.exp(score - top) for score in scores]
+    total = sum(weights)
+    probabilities = [w / total for w in weights]
+    return sum(p * v for p, v in zip(probabilities, support, strict=True)), probabilities
+
+
 def expected(
     model: Any,
     tokenizer: Any,
@@ -89,9 +104,7 @@ def expected(
     for number, prompt in enumerate(prompts, start=1):
         ids = fit_prompt(tokenizer, prompt, budget)[0]
         scores = score_candidates(model, ids, candidates, pad_id=tokenizer.pad_token_id)
-        top = max(scores)
-        weights = [math.exp(score - top) for score in scores]
-        value = sum(w * v for w, v in zip(weights, support, strict=True)) / sum(weights)
+        value = expectation(scores, support)[0]
         predictions.append(RatingPrediction(f"{value:.4f}", value))
         if progress is not None:
             progress(number)

@@ -12,6 +12,7 @@ from typing import Any
 import torch
 
 from recgpt.encoding import fit_prompt
+from recgpt.inference.decoding import left_pad
 
 log = logging.getLogger(__name__)
 
@@ -90,16 +91,6 @@ def _batches(prompt_ids: Sequence[list[int]], batch_size: int) -> Iterator[list[
         yield order[start : start + batch_size]
 
 
-def _left_pad(rows: Sequence[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    width = max(len(row) for row in rows)
-    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for index, row in enumerate(rows):
-        ids[index, width - len(row) :] = torch.tensor(row)
-        mask[index, width - len(row) :] = 1
-    return ids, mask
-
-
 def generate(
     model: Any,
     tokenizer: Any,
@@ -140,7 +131,7 @@ def generate(
     generator_seed = torch.Generator().manual_seed(seed)
     done = 0
     for batch in _batches(prompt_ids, batch_size):
-        input_ids, attention_mask = _left_pad([prompt_ids[i] for i in batch], tokenizer.pad_token_id)
+        input_ids, attention_mask = left_pad([prompt_ids[i] for i in batch], tokenizer.pad_token_id)
         if do_sample:
             torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=generator_seed)))
         with torch.no_grad():

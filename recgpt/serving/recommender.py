@@ -33,9 +33,10 @@ import torch
 from recgpt.data.records import Domain, Interaction, Item
 from recgpt.data.render import format_rating, next_item_row, rating_row, render_event, render_item
 from recgpt.encoding import encode_response, fit_prompt
+from recgpt.evaluation.next_item import Catalogue
+from recgpt.evaluation.rating import expectation
 from recgpt.inference.decoding import beam_search, score_continuations
 from recgpt.inference.generate import context_length, load_model
-from recgpt.inference.trie import ItemTrie
 
 # A history event as callers give it: an item id, or a mapping with item_id and optional rating and review.
 HistoryEvent = str | Mapping[str, Any]
@@ -179,8 +180,8 @@ class Recommender:
         self.rating_values = list(rating_values or [float(v) for v in range(1, int(scale) + 1)])
         self.rating_strings = [format_rating(value, scale) for value in self.rating_values]
         self.rating_tokens = [encode_response(tokenizer, text) for text in self.rating_strings]
-        item_tokens = [(item_id, encode_response(tokenizer, catalog.text(item_id))[:-1]) for item_id in catalog.items]
-        self.trie = ItemTrie(item_tokens, tokenizer.eos_token_id)
+        lines = Catalogue.build(list(catalog.items), [catalog.text(i) for i in catalog.items], tokenizer)
+        self.trie = lines.trie(tokenizer.eos_token_id)
         self.max_item_tokens = self.trie.depth + 1  # the longest item line, then EOS
         self.lock = threading.Lock()
 
@@ -364,10 +365,7 @@ class Recommender:
             scores = score_continuations(self.model, prompts, self.rating_tokens, pad_id=self.tokenizer.pad_token_id)
         estimates = []
         for (_, item_id, _), row in zip(requests, scores, strict=True):
-            top = max(row)
-            weights = [math.exp(score - top) for score in row]
-            total = sum(weights)
-            distribution = {text: w / total for text, w in zip(self.rating_strings, weights, strict=True)}
-            value = sum(w * v for w, v in zip(weights, self.rating_values, strict=True)) / total
+            value, probabilities = expectation(row, self.rating_values)
+            distribution = dict(zip(self.rating_strings, probabilities, strict=True))
             estimates.append(RatingEstimate(item_id, value, distribution))
         return estimates

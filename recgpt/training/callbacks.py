@@ -166,7 +166,6 @@ class RecEval(Callback):
         from recgpt.evaluation import next_item, rating
         from recgpt.evaluation.grounding import load_catalog
         from recgpt.evaluation.metrics import mae, ranking_metrics, rmse
-        from recgpt.inference.trie import ItemTrie
 
         model: Any = next(m for m in state.model.modules() if isinstance(m, PreTrainedModel))
         tokenizer: Any = composer_model(state).tokenizer
@@ -174,7 +173,7 @@ class RecEval(Callback):
             tokenizer.pad_token = tokenizer.eos_token
         if self.trie is None:
             catalogue = next_item.Catalogue.build(*load_catalog(self.benchmark.folder / "items.jsonl"), tokenizer)
-            self.trie = ItemTrie(list(zip(catalogue.item_ids, catalogue.tokens, strict=True)), tokenizer.eos_token_id)
+            self.trie = catalogue.trie(tokenizer.eos_token_id)
         metrics: dict[str, float] = {}
         was_training = model.training
         model.eval()
