@@ -11,10 +11,9 @@ from pathlib import Path
 
 
 def _prepare(args: argparse.Namespace) -> None:
-    from recgpt.config import load_config
-    from recgpt.data.prepare import PrepareConfig, prepare
+    from recgpt.data.prepare import load_prepare_config, prepare
 
-    manifest = prepare(load_config(PrepareConfig, args.config, args.overrides))
+    manifest = prepare(load_prepare_config(args.config, args.overrides))
     sys.stdout.write(f"{manifest}\n")
 
 
@@ -112,6 +111,12 @@ def _checkpoint_update_code(args: argparse.Namespace) -> None:
     sys.stdout.write(f"{update_mpt_code(args.source, Path(args.output))}\n")
 
 
+def _checkpoint_to_safetensors(args: argparse.Namespace) -> None:
+    from recgpt.training.checkpoints import convert_to_safetensors
+
+    sys.stdout.write(f"{convert_to_safetensors(args.source, Path(args.output), unpickle=args.unpickle)}\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
     parser = argparse.ArgumentParser(prog="recgpt", description=__doc__)
@@ -163,6 +168,15 @@ def build_parser() -> argparse.ArgumentParser:
     update.add_argument("source", help="a local model folder or a hub id (e.g. vinai/RecGPT-7B-Instruct)")
     update.add_argument("output", help="the folder to write, e.g. checkpoints/recgpt-7b-instruct")
     update.set_defaults(handler=_checkpoint_update_code)
+    to_safetensors = checkpoint.add_parser("to-safetensors", help="pytorch_model*.bin pickles -> model.safetensors")
+    to_safetensors.add_argument("source", help="a local model folder whose weights are pytorch_model*.bin")
+    to_safetensors.add_argument("output", help="the folder to write: the same files, weights as safetensors")
+    to_safetensors.add_argument(
+        "--unpickle",
+        action="store_true",
+        help="unpickle fully a file torch's weights-only loader refuses; this can run code: trusted files only",
+    )
+    to_safetensors.set_defaults(handler=_checkpoint_to_safetensors)
     return parser
 
 
@@ -172,9 +186,21 @@ def main(argv: Sequence[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         args.handler(args)
-    except (ValueError, OSError) as error:
-        logging.getLogger("recgpt").error("%s", error)
-        raise SystemExit(2) from error
+    except (ValueError, OSError, RecursionError) as error:
+        _fail(error)
+    except RuntimeError as error:  # recgpt's own (LeakageError, DownloadError); others are bugs: a traceback
+        if not type(error).__module__.startswith("recgpt."):
+            raise
+        _fail(error)
+
+
+def _fail(error: BaseException) -> None:
+    """Log what went wrong in one line (``ERROR recgpt: <message>``) and exit with status 2."""
+    message = str(error) or type(error).__name__
+    if isinstance(error, RecursionError):
+        message = f"input nested too deeply to read ({message})"
+    logging.getLogger("recgpt").error("%s", message)
+    raise SystemExit(2) from error
 
 
 if __name__ == "__main__":

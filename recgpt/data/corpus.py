@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import itertools
-import json
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from recgpt.data.render import json_line
 
 
 def concat_token_blocks(token_lists: Iterable[list[int]], eos_token_id: int, block_size: int) -> Iterator[np.ndarray]:
@@ -68,11 +69,11 @@ def write_mds_shards(documents: Iterable[str], tokenizer: Any, output_dir: Path,
 
 
 def write_jsonl(rows: Iterable[dict[str, Any]], path: Path) -> int:
-    """Write rows as JSON lines (UTF-8, non-ASCII kept as is); returns the number of rows."""
+    """Write rows as JSON lines (``render.json_line``: UTF-8, line separators escaped); returns the row count."""
     path.parent.mkdir(parents=True, exist_ok=True)
     count = 0
     with path.open("w", encoding="utf-8") as handle:
         for row in rows:
-            handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+            handle.write(json_line(row))
             count += 1
     return count

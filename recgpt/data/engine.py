@@ -3,15 +3,25 @@
 Input: each source's ingest folder (``items.parquet``, ``interactions.parquet``, see ``recgpt.data.ingest``).
 Steps, all in SQL (the corpus does not fit in memory):
 
-1. items: duplicate ids keep their first row; items whose next-item line is identical merge into the first;
-2. interactions: unknown or untitled items dropped, exact duplicate events dropped (the first kept), users of
-   excluded sources removed, users with fewer than ``min_user_interactions`` events dropped;
+1. items: duplicate ids keep their first row (ingest has already rejected the later ones as ``duplicate_item_id``);
+   items whose next-item line is identical merge into the first;
+2. interactions: unknown or untitled items dropped; events de-duplicated on their identity (user, item, timestamp),
+   the first copy in file order kept whatever its rating or review (``duplicate_interaction``; without a
+   timestamp, user and item are the identity); in a benchmark
+   source, a user's repeated events with the same item keep only the earliest (timestamp, then file order;
+   ``repeated_item_interaction``), so a held-out item is never also a training event of its user; users of
+   excluded sources removed; users with fewer than ``min_user_interactions`` events dropped;
 3. order: per user by timestamp, ties by file order (never by item id);
 4. splits: non-benchmark users go to pre-training or fine-tuning by a seeded hash of the user id; benchmark
    sources hold out events by leave-one-out (last = test, second-to-last = validation; the next-item task, and
    the rating task too when it is the only protocol) and/or a random 80/10/10 split of rated events (the rating
-   task, P5's protocol); every held-out event of either protocol is kept out of all training text (RecGPT's fix);
-5. each event's full line is rendered in SQL by ``recgpt.data.render.sql_event_line``.
+   task, P5's protocol); every held-out event of either protocol is kept out of all training text (RecGPT's fix),
+   and ``leaked`` proves it by content: no training text of a user holds a held-out event's item or line;
+5. each event's full line is rendered in SQL by ``recgpt.data.render.sql_event_line`` from text normalised at
+   ingest (``recgpt.data.render.clean_text``).
+
+Nothing from a config or a dump is pasted into SQL: values travel as query parameters, per-source table names are
+quoted identifiers (``table_name``), and ``memory_limit`` / ``threads`` are checked before DuckDB sees them.
 
 ``histories()`` then streams one user at a time, in a fixed order, to the writers.
 """
@@ -21,6 +31,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,7 +41,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from recgpt.data.records import Domain, Item
-from recgpt.data.render import hide_rating, render_item, render_item_prefix, sql_clean_text, sql_event_line
+from recgpt.data.render import hide_rating, render_item, render_item_prefix, sql_event_line
 
 log = logging.getLogger(__name__)
 
@@ -122,19 +133,68 @@ class UserHistory:
         return any(self.columns["next_item"]) or any(self.columns["rating_split"])
 
 
-def _connect(work: Path, memory_limit: str, threads: int | None) -> Any:
+_MEMORY_LIMIT = re.compile(r"(\d+(?:\.\d+)?)\s*(%|[KMGT]?B|[KMGT]iB|[KMGT])", re.IGNORECASE)
+_UNITS = {"B": 1, "K": 10**3, "M": 10**6, "G": 10**9, "T": 10**12}
+MIN_MEMORY_BYTES = 16 * 10**6  # below this DuckDB cannot run the engine's queries
+
+
+def check_memory_limit(value: Any) -> str:
+    """``value`` if it is a DuckDB size of at least 16MB (``2GB``, ``512MiB``) or a share of RAM (``80%``).
+
+    Raises:
+        ValueError: Naming the key ``memory_limit`` and the value (nothing else reaches SQL).
+    """
+    text = str(value).strip()
+    match = _MEMORY_LIMIT.fullmatch(text)
+    if match is None:
+        raise ValueError(f"memory_limit: {value!r} is not a size; write a number and a unit, e.g. 2GB, 512MB or 80%")
+    number, unit = float(match.group(1)), match.group(2).upper()
+    if unit == "%":
+        if not 0 < number <= 100:
+            raise ValueError(f"memory_limit: {value!r} must be a share of RAM in (0%, 100%]")
+        return text
+    size = number * _UNITS[unit[0]] * (1.024 ** "BKMGT".index(unit[0]) if "I" in unit else 1)
+    if size < MIN_MEMORY_BYTES:
+        raise ValueError(f"memory_limit: {value!r} is below the 16MB DuckDB needs; give e.g. 2GB")
+    return text
+
+
+def check_threads(value: Any) -> int | None:
+    """``value`` as a positive thread count, or None (all cores); else an error naming the key ``threads``."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"threads: must be a whole number >= 1, or null for all cores; got {value!r}")
+    return value
+
+
+def connect(spill: Path, memory_limit: str, threads: int | None = None) -> Any:
+    """An in-memory DuckDB database limited to ``memory_limit``, spilling to ``spill``, keeping insertion order.
+
+    Every setting is passed as a query parameter, after ``check_memory_limit`` and ``check_threads``.
+
+    Raises:
+        ValueError: For a malformed or unusable ``memory_limit`` or ``threads``, naming the key.
+    """
     import duckdb
 
-    work.mkdir(parents=True, exist_ok=True)
-    # An in-memory database: under the memory limit DuckDB evicts its blocks to ``work/spill``, and nothing
-    # needs to outlive the run (measured faster than a database file at 10M interactions, bench/prep.py).
+    limit, count = check_memory_limit(memory_limit), check_threads(threads)
     connection = duckdb.connect(":memory:")
-    connection.execute(f"SET memory_limit = '{memory_limit}'")
-    connection.execute(f"SET temp_directory = '{work / 'spill'}'")
+    try:
+        connection.execute("SET memory_limit = ?", [limit])
+    except duckdb.Error as error:  # e.g. a limit too small for DuckDB to start
+        connection.close()
+        raise ValueError(f"memory_limit: DuckDB refused {limit!r} ({str(error).splitlines()[0]})") from error
+    connection.execute("SET temp_directory = ?", [str(spill)])
     connection.execute("SET preserve_insertion_order = true")
-    if threads:
-        connection.execute(f"SET threads = {int(threads)}")
+    if count is not None:
+        connection.execute("SET threads = ?", [count])
     return connection
+
+
+def table_name(prefix: str, source: str) -> str:
+    """The quoted SQL identifier of a per-source table (any source name is safe: quotes are doubled)."""
+    return '"' + f"{prefix}_{source}".replace('"', '""') + '"'
 
 
 def render_items(plan: SourcePlan, batch_size: int = 100_000) -> Path:
@@ -171,7 +231,10 @@ class Engine:
     """The DuckDB database of one preparation run (in memory, spilling to ``work/spill`` beyond the limit)."""
 
     def __init__(self, work: Path, memory_limit: str = "2GB", threads: int | None = None) -> None:
-        self.connection = _connect(work, memory_limit, threads)
+        work.mkdir(parents=True, exist_ok=True)
+        # In memory: under the limit DuckDB evicts its blocks to ``work/spill``, and nothing needs to outlive the
+        # run (measured faster than a database file at 10M interactions, bench/prep.py).
+        self.connection = connect(work / "spill", memory_limit, threads)
         self.counts: dict[str, dict[str, int]] = {}
 
     def scalar(self, sql: str, parameters: Sequence[Any] = ()) -> Any:
@@ -205,44 +268,66 @@ class Engine:
         for plan in plans:
             self._finish(plan, staged, min_user_interactions, finetune_fraction, seed, max_users)
         for name in staged:
-            sql(f'DROP TABLE IF EXISTS "stage_{name}"')
-            sql(f'DROP TABLE IF EXISTS "items_{name}"')
+            sql(f"DROP TABLE IF EXISTS {table_name('stage', name)}")
+            sql(f"DROP TABLE IF EXISTS {table_name('items', name)}")
+
+    def _sql(self, query: str, values: dict[str, Any]) -> Any:
+        """Run ``query`` with the named parameters (``$name``) it uses out of ``values``."""
+        return self.connection.execute(query, {k: v for k, v in values.items() if f"${k}" in query} or None)
 
     def _stage(self, plan: SourcePlan) -> str:
         """Items and de-duplicated events of one source, before user-level filters (steps 1-2)."""
-        sql = self.connection.execute
-        items = render_items(plan)
-        interactions = plan.folder / "interactions.parquet"
-        sql(f"""CREATE OR REPLACE TEMP TABLE items_src AS
-            SELECT item_id, title, attributes, text, prefix, rn FROM read_parquet('{items}')
-            QUALIFY row_number() OVER (PARTITION BY item_id ORDER BY rn) = 1""")
-        sql(f"""CREATE OR REPLACE TABLE "items_{plan.name}" AS
+        canon, stage = table_name("items", plan.name), table_name("stage", plan.name)
+        values = {"items": str(render_items(plan)), "events": str(plan.folder / "interactions.parquet")}
+        values["source"] = plan.name
+        self._sql(
+            """CREATE OR REPLACE TEMP TABLE items_src AS
+            SELECT item_id, title, attributes, text, prefix, rn FROM read_parquet($items)
+            QUALIFY row_number() OVER (PARTITION BY item_id ORDER BY rn) = 1""",
+            values,
+        )
+        self._sql(
+            f"""CREATE OR REPLACE TABLE {canon} AS
             SELECT i.item_id, c.item_id AS canonical, c.text, c.prefix FROM items_src i
             JOIN (SELECT text, arg_min(item_id, rn) AS item_id, arg_min(prefix, rn) AS prefix
-                  FROM items_src GROUP BY text) c USING (text)""")
-        canon = f'"items_{plan.name}"'
-        sql(f"""INSERT INTO catalog SELECT '{plan.name}', item_id, title, attributes, text FROM items_src
-            WHERE item_id IN (SELECT canonical FROM {canon})""")
-        rows_in = self.scalar(f"SELECT count(*) FROM read_parquet('{interactions}')")
-        # Exact duplicates: the same user, item, time, rating and review text (compared by a 64-bit hash, which is
-        # all the window needs to hold; a collision would also need equal user, item, time and rating).
-        sql(f"""CREATE OR REPLACE TABLE "stage_{plan.name}" AS
-            SELECT e.user_id, c.canonical AS item_id, e.timestamp AS ts, e.rating, e.review, e.ord
-            FROM read_parquet('{interactions}') e JOIN {canon} c ON c.item_id = e.item_id
-            QUALIFY row_number() OVER (PARTITION BY e.user_id, c.canonical, e.timestamp, e.rating, hash(e.review)
-                                       ORDER BY e.ord) = 1""")
-        kept = self.scalar(f'SELECT count(*) FROM "stage_{plan.name}"')
-        known = self.scalar(
-            f"SELECT count(*) FROM read_parquet('{interactions}') e WHERE e.item_id IN (SELECT item_id FROM {canon})"
+                  FROM items_src GROUP BY text) c USING (text)""",
+            values,
         )
+        self._sql(
+            f"""INSERT INTO catalog SELECT $source, item_id, title, attributes, text FROM items_src
+            WHERE item_id IN (SELECT canonical FROM {canon})""",
+            values,
+        )
+        rows_in = self._sql("SELECT count(*) FROM read_parquet($events)", values).fetchall()[0][0]
+        # One event per identity (user, item, time), the first in file order; in a benchmark, one per (user, item),
+        # the earliest, so no held-out event's item is also a training event of its user (see the module docstring).
+        repeat = (
+            "row_number() OVER (PARTITION BY e.user_id, c.canonical ORDER BY e.timestamp NULLS FIRST, e.ord)"
+            if plan.benchmark
+            else "1"
+        )
+        self._sql(
+            f"""CREATE OR REPLACE TABLE {stage} AS
+            SELECT e.user_id, c.canonical AS item_id, e.timestamp AS ts, e.rating, e.review, e.ord,
+                   row_number() OVER (PARTITION BY e.user_id, c.canonical, e.timestamp ORDER BY e.ord) AS copy,
+                   {repeat} AS repeat
+            FROM read_parquet($events) e JOIN {canon} c ON c.item_id = e.item_id""",
+            values,
+        )
+        known, copies, repeats = self._sql(
+            f"SELECT count(*), count(*) FILTER (copy > 1), count(*) FILTER (copy = 1 AND repeat > 1) FROM {stage}",
+            values,
+        ).fetchall()[0]
+        self._sql(f"DELETE FROM {stage} WHERE copy > 1 OR repeat > 1", values)
         self.counts[plan.name] = {
             "interactions_in": rows_in,
             "unknown_or_untitled_item": rows_in - known,
-            "duplicate_interaction": known - kept,
+            "duplicate_interaction": copies,
+            "repeated_item_interaction": repeats,
             "duplicate_item": self.scalar(f"SELECT count(*) FROM {canon} WHERE item_id <> canonical"),
             "items": self.scalar(f"SELECT count(DISTINCT canonical) FROM {canon}"),
         }
-        return f'"stage_{plan.name}"'
+        return stage
 
     def _finish(
         self,
@@ -258,19 +343,19 @@ class Engine:
         unknown = [name for name in plan.exclude_users_of if name not in staged]
         if unknown:
             raise ValueError(f"source '{plan.name}': exclude_users_of names unknown source(s) {unknown}")
-        threshold = round(finetune_fraction * 1_000_000)
+        values = {"source": plan.name, "salt": f"{int(seed)}|{plan.name}|"}
+        threshold = round(float(finetune_fraction) * 1_000_000)
         group = (
             "'benchmark'"
             if plan.benchmark
-            else f"CASE WHEN md5_number('{seed}|{plan.name}|' || user_id) % 1000000 < {threshold} "
-            "THEN 'finetune' ELSE 'pretrain' END"
+            else f"CASE WHEN md5_number($salt || user_id) % 1000000 < {threshold} THEN 'finetune' ELSE 'pretrain' END"
         )
         next_item = (
             "CASE WHEN pos = n - 1 THEN 'test' WHEN pos = n - 2 THEN 'validation' END"
             if LEAVE_ONE_OUT in plan.benchmark
             else "NULL"
         )
-        bucket = f"md5_number('{seed}|{plan.name}|' || user_id || '|' || ord) % 10"
+        bucket = "md5_number($salt || user_id || '|' || ord) % 10"
         if RANDOM_SPLIT in plan.benchmark:
             rating_split = (
                 f"CASE WHEN rating IS NULL THEN NULL WHEN {bucket} = 9 THEN 'test' "
@@ -281,32 +366,38 @@ class Engine:
         excluded = " UNION ".join(f"SELECT user_id FROM {staged[name]}" for name in plan.exclude_users_of) or (
             "SELECT NULL::VARCHAR AS user_id WHERE false"
         )
-        sql = self.connection.execute
         # One pass over the events per user decides who stays: not excluded, dense enough, in the sample.
-        sql(f"""CREATE OR REPLACE TEMP TABLE users AS
+        self._sql(
+            f"""CREATE OR REPLACE TEMP TABLE users AS
             SELECT *, NOT excluded AND n >= {int(min_user_interactions)} AS dense
-            FROM (SELECT user_id, count(*) AS n, user_id IN ({excluded}) AS excluded FROM {table} GROUP BY user_id)""")
+            FROM (SELECT user_id, count(*) AS n, user_id IN ({excluded}) AS excluded FROM {table} GROUP BY user_id)""",
+            values,
+        )
         sample = (
             ""
             if max_users is None
             else (
-                f"AND user_id IN (SELECT user_id FROM users WHERE dense "
-                f"ORDER BY md5('{seed}|{plan.name}|' || user_id), user_id LIMIT {int(max_users)})"
+                "AND user_id IN (SELECT user_id FROM users WHERE dense "
+                f"ORDER BY md5($salt || user_id), user_id LIMIT {int(max_users)})"
             )
         )
-        sql(f"CREATE OR REPLACE TEMP TABLE kept AS SELECT user_id, n FROM users WHERE dense {sample}")
-        line = sql_event_line("c.prefix", "clean_review", "e.rating", plan.domain.rating_scale)
-        sql(f"""INSERT INTO events
+        self._sql(f"CREATE OR REPLACE TEMP TABLE kept AS SELECT user_id, n FROM users WHERE dense {sample}", values)
+        line = sql_event_line("c.prefix", "e.review", "e.rating", plan.domain.rating_scale)
+        self._sql(
+            f"""INSERT INTO events
             WITH ordered AS (
                 SELECT e.*, k.n, row_number() OVER (PARTITION BY e.user_id ORDER BY e.ts NULLS FIRST, e.ord) - 1 AS pos
                 FROM {table} e JOIN kept k USING (user_id))
-            SELECT '{plan.name}', e.user_id, e.item_id, c.text, {line} AS line, e.ts, e.rating, e.ord, e.pos, e.n,
+            SELECT $source, e.user_id, e.item_id, c.text, {line} AS line, e.ts, e.rating, e.ord, e.pos, e.n,
                    {group}, {next_item}, {rating_split}
-            FROM (SELECT *, {sql_clean_text("review")} AS clean_review FROM ordered) e
-            JOIN "items_{plan.name}" c ON c.item_id = e.item_id
-            ORDER BY e.user_id, e.pos""")
-        totals = sql("""SELECT sum(n), sum(n) FILTER (excluded), sum(n) FILTER (NOT excluded AND NOT dense),
-                               (SELECT sum(n) FROM kept), (SELECT count(*) FROM kept) FROM users""").fetchall()[0]
+            FROM ordered e JOIN {table_name("items", plan.name)} c ON c.item_id = e.item_id
+            ORDER BY e.user_id, e.pos""",
+            values,
+        )
+        totals = self.connection.execute(
+            """SELECT sum(n), sum(n) FILTER (excluded), sum(n) FILTER (NOT excluded AND NOT dense),
+                      (SELECT sum(n) FROM kept), (SELECT count(*) FROM kept) FROM users"""
+        ).fetchall()[0]
         before, excluded_rows, sparse, after, users = (int(value or 0) for value in totals)
         self.counts[plan.name].update(
             {
@@ -405,13 +496,26 @@ class Engine:
             yield from batch.column(0).to_pylist()
 
     def leaked(self, trained_keys: Path, limit: int = 5) -> list[tuple[str, str, int, str]]:
-        """Held-out events found among the keys of the events used in training text (should be none)."""
-        return self.connection.execute(f"""
-            SELECT e.source, e.user_id, e.ord, coalesce(e.next_item, e.rating_split)
-            FROM read_parquet('{trained_keys}') k
-            JOIN events e ON e.source = k.source AND e.user_id = k.user_id AND e.ord = k.ord
-            WHERE e.next_item IS NOT NULL OR e.rating_split IS NOT NULL
-            ORDER BY 1, 2, 3 LIMIT {int(limit)}""").fetchall()
+        """Held-out events whose content reached a training text of their own user (should be none).
+
+        A training text is known by the events it was rendered from (``trained_keys``: source, user, order). A
+        held-out event of either protocol leaks when a trained event of the same user names the same item (a
+        next-item target a model has seen) or renders to the same full line (a rating target a model has seen).
+        Events are compared by what they render to, never by file order alone.
+
+        Returns:
+            Up to ``limit`` leaks as ``(source, user_id, order, split)``.
+        """
+        query = """
+            WITH trained AS (
+                SELECT DISTINCT e.source, e.user_id, e.item_id, e.line
+                FROM read_parquet($keys) k JOIN events e USING (source, user_id, ord))
+            SELECT DISTINCT h.source, h.user_id, h.ord, coalesce(h.next_item, h.rating_split)
+            FROM events h JOIN trained t ON t.source = h.source AND t.user_id = h.user_id
+                AND (t.item_id = h.item_id OR t.line = h.line)
+            WHERE h.next_item IS NOT NULL OR h.rating_split IS NOT NULL
+            ORDER BY 1, 2, 3 LIMIT $limit"""
+        return self._sql(query, {"keys": str(trained_keys), "limit": int(limit)}).fetchall()
 
     def close(self) -> None:
         """Close the database."""

@@ -1,7 +1,9 @@
 """Ingest: run a source adapter and stream its records into Parquet files, its rejects into JSON lines.
 
 Nothing a source produces is held in memory: records are buffered in batches and written as Parquet row groups,
-which the DuckDB stage (``recgpt.data.engine``) then reads out of core.
+which the DuckDB stage (``recgpt.data.engine``) then reads out of core. Every item row keeps its file and line, so a
+later row repeating an item id is rejected as ``duplicate_item_id`` where it is (the first row of an id wins).
+Every error of a source's files is raised as ``SourceFormatError`` starting ``source '<name>': ``.
 """
 
 from __future__ import annotations
@@ -16,13 +18,23 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from recgpt.data.engine import check_memory_limit, connect
 from recgpt.data.records import Domain, Interaction, Item
+from recgpt.data.render import json_line
 from recgpt.data.sources import adapter
-from recgpt.data.sources.readers import Limits
+from recgpt.data.sources.readers import Limits, SourceFormatError
 
 log = logging.getLogger(__name__)
 
-ITEM_SCHEMA = pa.schema([("item_id", pa.string()), ("title", pa.string()), ("attributes", pa.string())])
+ITEM_SCHEMA = pa.schema(
+    [
+        ("item_id", pa.string()),
+        ("title", pa.string()),
+        ("attributes", pa.string()),
+        ("file", pa.string()),
+        ("line", pa.int64()),
+    ]
+)
 INTERACTION_SCHEMA = pa.schema(
     [
         ("user_id", pa.string()),
@@ -64,14 +76,14 @@ class ParquetSink:
         self.item_writer = pq.ParquetWriter(folder / "items.parquet", ITEM_SCHEMA)
         self.event_writer = pq.ParquetWriter(folder / "interactions.parquet", INTERACTION_SCHEMA)
         self.rejects_file = (folder / "rejects.jsonl").open("w", encoding="utf-8")
-        self.items: list[Item] = []
+        self.items: list[tuple[Item, str, int]] = []
         self.events: list[Interaction] = []
         self.counts = {"items": 0, "interactions": 0}
         self.rejects: Counter[str] = Counter()
 
-    def item(self, item: Item) -> None:
-        """Buffer an item."""
-        self.items.append(item)
+    def item(self, item: Item, file: Path | None = None, line: int = 0) -> None:
+        """Buffer an item read from ``line`` of ``file``."""
+        self.items.append((item, str(file or ""), line))
         if len(self.items) >= self.batch_size:
             self._flush_items()
 
@@ -92,14 +104,16 @@ class ParquetSink:
             "field": field,
             "excerpt": excerpt,
         }
-        self.rejects_file.write(json.dumps(record, ensure_ascii=False) + "\n")
+        self.rejects_file.write(json_line(record))
 
     def _flush_items(self) -> None:
         if self.items:
             columns: dict[str, list[Any]] = {
-                "item_id": [i.item_id for i in self.items],
-                "title": [i.title for i in self.items],
-                "attributes": [json.dumps(i.attributes, ensure_ascii=False) for i in self.items],
+                "item_id": [i.item_id for i, _, _ in self.items],
+                "title": [i.title for i, _, _ in self.items],
+                "attributes": [json.dumps(i.attributes, ensure_ascii=False) for i, _, _ in self.items],
+                "file": [file for _, file, _ in self.items],
+                "line": [line for _, _, line in self.items],
             }
             self.item_writer.write_table(pa.table(columns, schema=ITEM_SCHEMA))
             self.counts["items"] += len(self.items)
@@ -140,25 +154,80 @@ def ingest_source(
     """Read one source with its adapter into ``folder``.
 
     Raises:
-        SourceFormatError: For wrong paths or options (named), or a dump that cannot be read.
+        SourceFormatError: For wrong paths or options (named), or a dump that cannot be read; the message starts
+            ``source '<name>': `` and names the file (and line where there is one).
+        ValueError: For a malformed ``memory_limit`` (named).
     """
-    source_adapter = adapter(format_name)
-    source_adapter.check(name, paths, options)
-    if source_adapter.native:
-        return _ingest_native(source_adapter, name, paths, options, folder, limits, memory_limit)
-    sink = ParquetSink(folder, name)
+    check_memory_limit(memory_limit)  # before reading anything: the limit is checked once, where SQL begins
     try:
-        domain = source_adapter.load()(paths, sink, options, limits)
-    finally:
-        sink.close()
+        result = _ingest(name, format_name, paths, options, folder, limits, memory_limit)
+    except SourceFormatError as error:
+        message = str(error)
+        raise SourceFormatError(message if message.startswith("source '") else f"source '{name}': {message}") from error
+    duplicates = reject_duplicate_items(folder, name, memory_limit)
+    if duplicates:
+        result.items -= duplicates
+        result.rejects["duplicate_item_id"] += duplicates
     log.info(
         "%s: %d items, %d interactions, %d rejected rows",
         name,
-        sink.counts["items"],
-        sink.counts["interactions"],
-        sum(sink.rejects.values()),
+        result.items,
+        result.interactions,
+        sum(result.rejects.values()),
     )
-    return IngestResult(domain, sink.counts["items"], sink.counts["interactions"], sink.rejects, folder)
+    return result
+
+
+def _ingest(
+    name: str,
+    format_name: str,
+    paths: dict[str, Path],
+    options: dict[str, Any],
+    folder: Path,
+    limits: Limits,
+    memory_limit: str,
+) -> IngestResult:
+    source_adapter = adapter(format_name)
+    source_adapter.check(name, paths, options)
+    if source_adapter.native:
+        result = _ingest_native(source_adapter, name, paths, options, folder, limits, memory_limit)
+    else:
+        sink = ParquetSink(folder, name)
+        try:
+            domain = source_adapter.load()(paths, sink, options, limits)
+        finally:
+            sink.close()
+        result = IngestResult(domain, sink.counts["items"], sink.counts["interactions"], sink.rejects, folder)
+    return result
+
+
+def reject_duplicate_items(folder: Path, source: str, memory_limit: str = "2GB") -> int:
+    """Reject every catalogue row whose item id an earlier row already has (the first row wins).
+
+    The rows stay in ``items.parquet`` (the engine keeps the first of each id); each later one is appended to
+    ``rejects.jsonl`` as ``duplicate_item_id`` with its file and line.
+
+    Returns:
+        The number of rows rejected.
+    """
+    connection = connect(folder / "spill", memory_limit)
+    try:
+        reader = connection.sql(
+            """SELECT file, line, item_id, title FROM read_parquet($items, file_row_number = true)
+            QUALIFY row_number() OVER (PARTITION BY item_id ORDER BY file_row_number) > 1
+            ORDER BY file_row_number""",
+            params={"items": str(folder / "items.parquet")},
+        ).to_arrow_reader(10_000)
+        count = 0
+        with (folder / "rejects.jsonl").open("a", encoding="utf-8") as handle:
+            for batch in reader:
+                for file, line, item_id, title in zip(*batch.to_pydict().values(), strict=True):
+                    record = {"source": source, "file": file, "line": line, "reason": "duplicate_item_id"}
+                    handle.write(json_line({**record, "field": "item_id", "excerpt": f"{item_id}: {title}"[:200]}))
+                    count += 1
+    finally:
+        connection.close()
+    return count
 
 
 def describe_duckdb_error(error: Exception) -> str:
@@ -181,24 +250,12 @@ def _ingest_native(
     """Run a DuckDB-native adapter (``Adapter.native``) under the memory limit, spilling beside ``folder``."""
     import duckdb
 
-    from recgpt.data.sources.readers import SourceFormatError
-
     folder.mkdir(parents=True, exist_ok=True)
-    connection = duckdb.connect()
-    connection.execute(f"SET memory_limit = '{memory_limit}'")
-    connection.execute(f"SET temp_directory = '{folder / 'spill'}'")
-    connection.execute("SET preserve_insertion_order = true")
+    connection = connect(folder / "spill", memory_limit)
     try:
         domain, counts, rejects = source_adapter.load()(paths, folder, options, limits, connection)
     except duckdb.Error as error:  # unreadable files: bad encoding, broken quoting, wrong types
         raise SourceFormatError(f"source '{name}': {describe_duckdb_error(error)}") from error
     finally:
         connection.close()
-    log.info(
-        "%s: %d items, %d interactions, %d rejected rows",
-        name,
-        counts["items"],
-        counts["interactions"],
-        sum(rejects.values()),
-    )
     return IngestResult(domain, counts["items"], counts["interactions"], rejects, folder)

@@ -7,7 +7,6 @@ afterwards, in DuckDB, that no held-out event of any protocol reached any traini
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
@@ -21,7 +20,7 @@ import pyarrow.parquet as pq
 from recgpt.data.chunking import chunk_bounds
 from recgpt.data.engine import Event, UserHistory
 from recgpt.data.records import Domain
-from recgpt.data.render import HISTORY_HEADER, next_item_row, rating_row, render_document
+from recgpt.data.render import HISTORY_HEADER, json_line, next_item_row, rating_row, render_document
 from recgpt.encoding import ExampleTooLongError
 
 TokenCounter = Callable[[list[str]], list[int]]
@@ -108,7 +107,7 @@ class CorpusWriter:
         return self.files[relative]
 
     def _write(self, relative: str, row: dict[str, Any]) -> None:
-        self._file(relative).write(json.dumps(row, ensure_ascii=False) + "\n")
+        self._file(relative).write(json_line(row))
 
     def _trained(self, source: str, user: str, orders: Sequence[int]) -> None:
         sources, users, keys = self.keys
@@ -151,8 +150,8 @@ class CorpusWriter:
         share = unit_hash(f"{self.settings.seed}|weight|{source}|{user}")
         copies = math.floor(weight) + (1 if share < weight - math.floor(weight) else 0)
         for start, stop in bounds if copies else []:
-            row = json.dumps({"text": render_document(self.domains[source], lines[start:stop])}, ensure_ascii=False)
-            self._file("pretraining/corpus.jsonl").write((row + "\n") * copies)
+            row = json_line({"text": render_document(self.domains[source], lines[start:stop])})
+            self._file("pretraining/corpus.jsonl").write(row * copies)
             counts["documents"] += copies
             self._trained(source, user, orders[start:stop])
         return bounds

@@ -14,9 +14,13 @@ held-out event reached training text; the corpus is tokenized into MDS shards. O
     benchmark/<source>/{validation,test}.jsonl   evaluation rows (next_item and rating tasks)
     tokenizer/                         the BPE tokenizer, when the config trains one
     rejects.jsonl                      every skipped row: source, file, line, reason, field, excerpt
-    manifest.json                      rows in/out and rejects per source, users, items, tokens, config, content hash
+    manifest.json                      "written_by": "recgpt data prepare"; rows in/out and rejects per source,
+                                       users, items, tokens, config, content hash
 
-The folder is replaced atomically: a run that fails or is killed leaves the previous output (or none).
+The folder is replaced atomically: a run that fails or is killed leaves the previous output (or none). Only a
+missing or empty folder, or one whose manifest.json carries ``written_by`` (this command wrote it), is ever
+replaced; an output equal to, inside or above an input is refused. A run stopped by too many rejects leaves them
+in ``<output>.rejects.jsonl`` beside the output.
 """
 
 from __future__ import annotations
@@ -24,25 +28,34 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import math
+import os
 import re
 import shutil
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from recgpt.config import load_config
 from recgpt.data.corpus import write_mds_shards
-from recgpt.data.engine import PROTOCOLS, Engine, LeakageError, SourcePlan
+from recgpt.data.engine import PROTOCOLS, Engine, LeakageError, SourcePlan, check_memory_limit, check_threads
 from recgpt.data.ingest import IngestResult, ingest_source
 from recgpt.data.outputs import CorpusWriter, OutputSettings
-from recgpt.data.render import HISTORY_HEADER, NEXT_ITEM_TASK, RATING_TASK, render_prompt
+from recgpt.data.render import HISTORY_HEADER, NEXT_ITEM_TASK, RATING_TASK, json_line, render_prompt
+from recgpt.data.sources import ADAPTERS, adapter
 from recgpt.data.sources.readers import Limits
 from recgpt.data.sources.recbole import atomic_paths, packaged_movielens_100k
 from recgpt.encoding import fit_prompt_text
-from recgpt.files import atomic_directory, tree_digest
+from recgpt.files import OutputFolderError, atomic_directory, tree_digest, write_text_atomic
 
 log = logging.getLogger(__name__)
 
-_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
+_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}$")  # never "." or "..": it names a folder
+# ``paths`` roles that may be a folder (every other role is one file): Netflix's ``combined_data_*.txt`` folder.
+_FOLDER_ROLES = frozenset({("netflix", "ratings")})
+# The marker in manifest.json of an output folder this command wrote; only such a folder is ever replaced.
+WRITTEN_BY = "recgpt data prepare"
 
 
 @dataclass
@@ -125,38 +138,196 @@ class PrepareConfig:
 
 
 def validate(config: PrepareConfig) -> None:
-    """Check what the schema cannot: names, protocols, references. Errors name the key."""
+    """Check what the schema cannot: ranges, names, formats, references, input files and the output's place.
+
+    Raises:
+        ValueError: Naming the key (``sources[1].paths.meta``, ``max_seq_len``, ...) and what to change.
+    """
+    _validate_settings(config)
+    _validate_sources(config)
+    for index, source in enumerate(config.sources):
+        _check_input_files(source, f"sources[{index}]")
+    check_output_location(config)
+
+
+def _validate_settings(config: PrepareConfig) -> None:
+    """Range checks of the top-level keys (the SQL-bound ones by the engine's own checks)."""
+    ranges: list[tuple[str, Any, bool, str]] = [
+        ("output", config.output, bool(str(config.output).strip()), "a folder path"),
+        ("min_user_interactions", config.min_user_interactions, config.min_user_interactions >= 1, ">= 1"),
+        ("finetune_fraction", config.finetune_fraction, 0.0 <= config.finetune_fraction <= 1.0, "in [0, 1]"),
+        ("examples_per_user", config.examples_per_user, config.examples_per_user >= 1, ">= 1"),
+        ("max_seq_len", config.max_seq_len, config.max_seq_len >= 1, ">= 1 (the recipe's max_seq_len)"),
+        ("max_reject_fraction", config.max_reject_fraction, 0.0 <= config.max_reject_fraction <= 1.0, "in [0, 1]"),
+        ("max_field_chars", config.max_field_chars, config.max_field_chars >= 1, ">= 1"),
+        ("max_users", config.max_users, config.max_users is None or config.max_users >= 1, ">= 1, or null for all"),
+    ]
+    vocab = config.tokenizer.train_vocab_size
+    minimum = 256 + 2  # the byte alphabet and the EOS and pad tokens
+    ranges.append(("tokenizer.train_vocab_size", vocab, vocab is None or vocab >= minimum, f">= {minimum}, or null"))
+    for key, value, valid, wanted in ranges:
+        if not valid:
+            raise ValueError(f"{key}: must be {wanted}, got {value!r}")
+    name = config.tokenizer.name
+    if vocab is None and not name:
+        raise ValueError("tokenizer: set train_vocab_size to train one, or name to use an existing tokenizer")
+    if vocab is None and str(name).startswith(("/", ".", "~")) and not Path(str(name)).expanduser().is_dir():
+        raise ValueError(f"tokenizer.name: {name}: no such folder; give a tokenizer folder or a hub id")
+    check_memory_limit(config.memory_limit)
+    check_threads(config.threads)
+
+
+def _validate_sources(config: PrepareConfig) -> None:
+    """Names, formats, paths keys, protocols, weights and ``exclude_users_of`` of every source."""
     if not config.sources:
         raise ValueError("sources: list at least one source")
     names = [source.name for source in config.sources]
+    if len({name.lower() for name in names}) != len(names):
+        raise ValueError(f"sources: names must be unique (ignoring case: they name folders), got {names}")
     for index, source in enumerate(config.sources):
         where = f"sources[{index}]"
         if not _NAME.match(source.name):
-            raise ValueError(f"{where}.name: {source.name!r} must use letters, digits, '_', '.', '-'")
+            raise ValueError(
+                f"{where}.name: {source.name!r} must start with a letter, digit or '_' and use only letters, "
+                "digits, '_', '.', '-', at most 100 (it names the folder benchmark/<name>)"
+            )
+        try:
+            found = adapter(source.format)
+        except ValueError as error:
+            raise ValueError(f"{where}.format: {error}") from error
+        try:
+            found.check(source.name, source_paths(source), source.options)
+        except ValueError as error:
+            raise ValueError(f"{where}: {error}") from error
         unknown = sorted(set(source.benchmark) - set(PROTOCOLS))
         if unknown:
             raise ValueError(f"{where}.benchmark: unknown protocol(s) {unknown}; choose from {list(PROTOCOLS)}")
-        if source.weight < 0:
-            raise ValueError(f"{where}.weight: must be >= 0, got {source.weight}")
+        if not (source.weight > 0 and math.isfinite(source.weight)):
+            raise ValueError(f"{where}.weight: must be > 0 (and finite), got {source.weight}")
         missing = sorted(set(source.exclude_users_of) - set(names))
         if missing:
-            raise ValueError(f"{where}.exclude_users_of: unknown source(s) {missing}")
-    if len(set(names)) != len(names):
-        raise ValueError(f"sources: names must be unique, got {names}")
-    if not 0.0 <= config.finetune_fraction <= 1.0:
-        raise ValueError(f"finetune_fraction: must be in [0, 1], got {config.finetune_fraction}")
+            raise ValueError(f"{where}.exclude_users_of: unknown source(s) {missing}; known: {names}")
+        if source.name in source.exclude_users_of:
+            raise ValueError(
+                f"{where}.exclude_users_of: names the source itself ('{source.name}'), which would "
+                "remove all its users; list only other sources"
+            )
+
+
+def check_paths_shape(raw: dict[str, Any]) -> None:
+    """Before typing: a ``paths`` that is not a mapping is named with the roles its format reads."""
+    sources = raw.get("sources")
+    for index, source in enumerate(sources if isinstance(sources, list) else []):
+        if isinstance(source, dict) and "paths" in source and not isinstance(source["paths"], dict | None):
+            found = ADAPTERS.get(str(source.get("format")))
+            got = "a list" if isinstance(source["paths"], list) else repr(source["paths"])
+            roles = (
+                f"format {source.get('format')!r} reads {list(found.files)} (optional {list(found.optional_files)})"
+                if found
+                else f"each format's roles are in recgpt.data.sources.ADAPTERS (formats: {sorted(ADAPTERS)})"
+            )
+            raise ValueError(
+                f"key 'sources[{index}].paths': must be a mapping of role -> file, e.g. "
+                f"{{reviews: data/reviews.json.gz, meta: data/meta.json.gz}}, not {got}; {roles}"
+            )
+
+
+def load_prepare_config(path: str | Path | None, overrides: Sequence[str] = ()) -> PrepareConfig:
+    """``load_config`` for ``PrepareConfig`` with ``validate``: every config error names the file and the key."""
+    return load_config(PrepareConfig, path, overrides, check_raw=check_paths_shape, validate=validate)
 
 
 def source_paths(source: SourceConfig) -> dict[str, Path]:
     """The source's file paths; an empty ``recbole`` map means the MovieLens-100K inside the recbole wheel."""
     if source.format == "recbole" and not source.paths:
         return atomic_paths(packaged_movielens_100k(), "ml-100k")
-    return {role: Path(path) for role, path in source.paths.items()}
+    return {role: Path(path).expanduser() for role, path in source.paths.items()}
 
 
-def _ingest(config: PrepareConfig, work: Path) -> dict[str, IngestResult]:
+def _check_input_files(source: SourceConfig, where: str) -> None:
+    """Every ``paths`` entry exists and is readable; a file role is a non-empty file, not a directory."""
+    for role, path in source_paths(source).items():
+        key = f"{where}.paths.{role}"
+        if not str(path).strip():
+            raise ValueError(f"{key}: empty path; give the {role} file of the {source.format} dump")
+        if not path.exists():
+            raise ValueError(f"{key}: {path}: no such file or directory")
+        if path.is_dir():
+            if (source.format, role) in _FOLDER_ROLES:
+                continue
+            raise ValueError(
+                f"{key}: {path} is a directory; give the {role} file (format {source.format} reads a file here)"
+            )
+        if not os.access(path, os.R_OK):
+            raise ValueError(f"{key}: {path}: permission denied; make the file readable")
+        if path.stat().st_size == 0:
+            raise ValueError(f"{key}: {path} is empty (0 bytes); give the {role} file of the {source.format} dump")
+
+
+def check_output_location(config: PrepareConfig) -> None:
+    """Refuse an ``output`` equal to, inside or above an input (any ``paths`` entry, a local tokenizer folder).
+
+    Replacing the output deletes what is under it, and a staging folder is made beside it.
+    """
+    output = Path(config.output).expanduser().resolve()
+    if output == output.parent:
+        raise ValueError(f"output: {output} is the filesystem root; choose a folder for the prepared data")
+    inputs = [
+        (f"sources[{index}].paths.{role}", path)
+        for index, source in enumerate(config.sources)
+        for role, path in source_paths(source).items()
+    ]
+    if config.tokenizer.train_vocab_size is None and config.tokenizer.name:
+        local = Path(config.tokenizer.name).expanduser()
+        if local.exists():
+            inputs.append(("tokenizer.name", local))
+    for key, path in inputs:
+        resolved = path.resolve()
+        relation = (
+            "the same path as"
+            if resolved == output
+            else "a folder above"
+            if output in resolved.parents
+            else "inside"
+            if resolved in output.parents
+            else None
+        )
+        if relation:
+            raise ValueError(
+                f"output: {output} is {relation} the input {key} ({resolved}); replacing the output would delete "
+                "or mix with it, so choose an output folder outside every input"
+            )
+
+
+def _is_prepared_output(folder: Path) -> bool:
+    """Whether ``folder`` was written by ``recgpt data prepare``: its manifest.json carries ``written_by``.
+
+    Folders written before the marker existed are recognised by their manifest's own keys.
+    """
+    try:
+        manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    if not isinstance(manifest, dict):
+        return False
+    return manifest.get("written_by") == WRITTEN_BY or {"config", "sources", "leak_check", "content_sha256"} <= set(
+        manifest
+    )
+
+
+def _refuse_foreign_output(folder: Path) -> None:
+    """``atomic_directory``'s check: only a folder this command wrote may be replaced."""
+    if not _is_prepared_output(folder):
+        raise OutputFolderError(
+            f"output {folder}: this folder is not empty and was not written by `recgpt data prepare` (its "
+            f'manifest.json has no "written_by": "{WRITTEN_BY}"), so it is left alone; choose a new or empty '
+            "folder for `output`, or move that folder away yourself"
+        )
+
+
+def _ingest(config: PrepareConfig, work: Path, output: Path) -> dict[str, IngestResult]:
     limits = Limits(max_field_chars=config.max_field_chars)
-    results = {}
+    results: dict[str, IngestResult] = {}
     for source in config.sources:
         log.info("ingesting %s (%s)", source.name, source.format)
         result = ingest_source(
@@ -168,19 +339,37 @@ def _ingest(config: PrepareConfig, work: Path) -> dict[str, IngestResult]:
             limits,
             config.memory_limit,
         )
+        results[source.name] = result
         rejected = sum(result.rejects.values())
         seen = result.items + result.interactions + rejected
-        if seen == 0:
-            raise ValueError(
-                f"source '{source.name}': its files hold no rows ({sorted(source_paths(source).values())})"
-            )
-        if rejected / seen > config.max_reject_fraction:
+        if seen and rejected / seen > config.max_reject_fraction:
+            kept = _keep_rejects(results, output)
             raise ValueError(
                 f"source '{source.name}': {rejected} of {seen} rows rejected ({dict(result.rejects)}), more than "
-                f"max_reject_fraction {config.max_reject_fraction}; see {result.folder / 'rejects.jsonl'}"
+                f"max_reject_fraction {config.max_reject_fraction}; each rejected row is in {kept}"
             )
-        results[source.name] = result
+        _check_rows_read(source, result)
     return results
+
+
+def _keep_rejects(results: dict[str, IngestResult], output: Path) -> Path:
+    """Copy the rejects read so far beside the output (``<output>.rejects.jsonl``), outliving the failed run."""
+    kept = output.parent / f"{output.name}.rejects.jsonl"
+    text = "".join((r.folder / "rejects.jsonl").read_text(encoding="utf-8") for r in results.values())
+    write_text_atomic(kept, text)
+    return kept
+
+
+def _check_rows_read(source: SourceConfig, result: IngestResult) -> None:
+    """A source whose files gave no interactions or no items (empty, header only, wrong format) stops the run."""
+    for what, count in (("interactions", result.interactions), ("catalogue items", result.items)):
+        if count == 0:
+            files = ", ".join(f"{role}={path}" for role, path in source_paths(source).items())
+            rejected = f"; rejected rows: {dict(result.rejects)}" if result.rejects else ""
+            raise ValueError(
+                f"source '{source.name}': no {what} were read from its files ({files}{rejected}); check that the "
+                f"files hold data rows, not only a header, and that format '{source.format}' is theirs"
+            )
 
 
 def _tokenizer(config: PrepareConfig, engine: Engine, root: Path) -> Any:
@@ -190,10 +379,8 @@ def _tokenizer(config: PrepareConfig, engine: Engine, root: Path) -> Any:
     """
     from transformers import AutoTokenizer
 
-    if config.tokenizer.train_vocab_size is None:
-        if config.tokenizer.name is None:
-            raise ValueError("tokenizer: set train_vocab_size to train one, or name to use an existing tokenizer")
-        return AutoTokenizer.from_pretrained(config.tokenizer.name)
+    if config.tokenizer.train_vocab_size is None:  # ``validate`` made sure that ``name`` is set
+        return AutoTokenizer.from_pretrained(str(config.tokenizer.name))
     from recgpt.data.tokenizer import train_bpe_tokenizer
 
     log.info("training a %d-token BPE tokenizer on the corpus lines", config.tokenizer.train_vocab_size)
@@ -240,8 +427,9 @@ def _shuffle_lines(engine: Engine, source: Path, target: Path, seed: int) -> int
     with target.open("w", encoding="utf-8") as handle:
         if source.exists() and source.stat().st_size:
             reader = engine.stream(
-                f"SELECT line FROM read_csv('{source}', columns={{'line': 'VARCHAR'}}, delim='\x1f', header=false, "
-                f"quote='', escape='', auto_detect=false) ORDER BY md5('{seed}|' || line), line"
+                "SELECT line FROM read_csv(?, columns={'line': 'VARCHAR'}, delim='\x1f', header=false, "
+                "quote='', escape='', auto_detect=false) ORDER BY md5(? || line), line",
+                [str(source), f"{seed}|"],
             )
             for batch in reader:
                 for line in batch.column(0).to_pylist():
@@ -252,12 +440,20 @@ def _shuffle_lines(engine: Engine, source: Path, target: Path, seed: int) -> int
 
 
 def prepare(config: PrepareConfig) -> Path:
-    """Run the whole preparation and write every output atomically; returns the manifest's path."""
+    """Run the whole preparation and write every output atomically; returns the manifest's path.
+
+    ``output`` is replaced only when it is missing, empty or written by this command before (its manifest.json
+    says ``"written_by": "recgpt data prepare"``); a run that fails keeps the previous output.
+
+    Raises:
+        ValueError: For a config, input file or result that cannot make a usable dataset, naming the key,
+            source or file and what to change (``OutputFolderError`` for an output that may not be replaced).
+    """
     validate(config)
-    output = Path(config.output)
-    with atomic_directory(output) as root:
+    output = Path(config.output).expanduser().resolve()
+    with atomic_directory(output, check_replace=_refuse_foreign_output) as root:
         work = root / ".work"
-        ingested = _ingest(config, work)
+        ingested = _ingest(config, work, output)
         plans = [
             SourcePlan(
                 s.name, ingested[s.name].folder, ingested[s.name].domain, tuple(s.benchmark), tuple(s.exclude_users_of)
@@ -267,7 +463,8 @@ def prepare(config: PrepareConfig) -> Path:
         engine = Engine(work / "db", config.memory_limit, config.threads)
         try:
             engine.load(plans, config.min_user_interactions, config.finetune_fraction, config.seed, config.max_users)
-            manifest = _write(config, engine, root, ingested)
+            _check_users(config, engine)
+            manifest = {"written_by": WRITTEN_BY, **_write(config, engine, root, ingested)}
         finally:
             engine.close()
         shutil.rmtree(work)
@@ -275,6 +472,49 @@ def prepare(config: PrepareConfig) -> Path:
         (root / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
     log.info("wrote %s (content sha256 %s)", output, manifest["content_sha256"][:16])
     return output / "manifest.json"
+
+
+def _check_users(config: PrepareConfig, engine: Engine) -> None:
+    """A source left with no users after cleaning stops the run, with where its interactions went."""
+    for source in config.sources:
+        counts = engine.counts[source.name]
+        if counts.get("users", 0) == 0:
+            dropped = {k: v for k, v in counts.items() if (k.endswith("_interaction") or k.endswith("_item")) and v}
+            raise ValueError(
+                f"source '{source.name}': no user is left after cleaning ({counts.get('interactions_in', 0)} "
+                f"interactions read; dropped: {dropped}); lower min_user_interactions "
+                f"(now {config.min_user_interactions}), check exclude_users_of {source.exclude_users_of} and that "
+                "the interactions' item ids match the catalogue's"
+            )
+
+
+def _check_written(config: PrepareConfig, root: Path, counts: dict[str, Any]) -> None:
+    """An empty corpus, or a benchmark source without test rows, stops the run naming the source and the fix."""
+    for source in config.sources:
+        test = root / "benchmark" / source.name / "test.jsonl"
+        if source.benchmark and not (test.is_file() and test.stat().st_size):
+            too_long = counts[source.name].get("benchmark_rows_too_long", 0)
+            raise ValueError(
+                f"source '{source.name}': no benchmark test row was written ({too_long} rows did not fit "
+                f"max_seq_len {config.max_seq_len}); raise max_seq_len, or min_user_interactions (now "
+                f"{config.min_user_interactions}) so that every user has a history before the held-out event"
+            )
+    total = {key: sum(counts[s.name].get(key, 0) for s in config.sources) for key in ("documents", "chunks")}
+    if total["documents"] == 0:
+        given = {
+            s.name: {"users_pretrain": counts[s.name].get("users_pretrain", 0), "weight": s.weight}
+            for s in config.sources
+        }
+        raise ValueError(
+            f"the pre-training corpus is empty: no source gave a document ({given}); lower finetune_fraction (now "
+            f"{config.finetune_fraction}; 1 sends every user of a corpus source to fine-tuning) or raise the weights"
+        )
+    over = sum(counts[s.name].get("lines_over_budget", 0) for s in config.sources)
+    if over >= total["chunks"]:
+        raise ValueError(
+            f"max_seq_len {config.max_seq_len}: every pre-training document is a single item line longer than that "
+            f"({over} of {total['chunks']}), so the corpus holds no history; raise max_seq_len"
+        )
 
 
 def _write(config: PrepareConfig, engine: Engine, root: Path, ingested: dict[str, IngestResult]) -> dict[str, Any]:
@@ -305,8 +545,9 @@ def _write(config: PrepareConfig, engine: Engine, root: Path, ingested: dict[str
     leaked = engine.leaked(root / "trained_keys.parquet")
     if leaked:
         raise LeakageError(f"held-out events reached training text (source, user, order, split): {leaked}")
-    checked = engine.scalar(f"SELECT count(*) FROM read_parquet('{root / 'trained_keys.parquet'}')")
+    checked = engine.scalar("SELECT count(*) FROM read_parquet(?)", [str(root / "trained_keys.parquet")])
     (root / "trained_keys.parquet").unlink()
+    _check_written(config, root, writer.counts)
     rows = _shuffle_lines(
         engine, root / "instruct" / "train.unshuffled.jsonl", root / "instruct" / "train.jsonl", config.seed
     )
@@ -316,7 +557,7 @@ def _write(config: PrepareConfig, engine: Engine, root: Path, ingested: dict[str
             path.parent.mkdir(parents=True, exist_ok=True)
             with path.open("w", encoding="utf-8") as handle:
                 for row in engine.item_rows(source.name):
-                    handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+                    handle.write(json_line(row))
     with (root / "rejects.jsonl").open("w", encoding="utf-8") as handle:
         for result in ingested.values():
             handle.write((result.folder / "rejects.jsonl").read_text(encoding="utf-8"))

@@ -3,13 +3,34 @@
 Every stage (data preparation, the training collator, evaluation and serving) renders and parses text through
 this module, so a prompt seen in training is byte-identical to the one seen at inference, and both are
 byte-identical to the format of RecGPT's released instruction data (RECGPT.md sections 2 and 3).
+
+Text normalisation (``clean_text``, the one rule, applied to every key and value of every line written, and at
+ingest to every title, attribute and review, so what is stored is already what is written):
+
+1. Unicode NFC;
+2. every line or paragraph separator, whitespace and control character (``str.isspace`` characters such as
+   ``\\n \\r \\t \\v \\f``, U+0085, U+00A0, U+2028, U+2029, U+3000, and every other category ``Cc`` character)
+   becomes a space; format characters (category ``Cf``: zero-width space, soft hyphen, bidi controls, BOM) are
+   removed, except the zero-width joiner and non-joiner (emoji sequences, Indic scripts); lone surrogates
+   become U+FFFD;
+3. runs of spaces become one space, and the value is stripped;
+4. the field separator ``"; "`` inside a value becomes ``", "`` (so splitting a line at ``"; "`` gives exactly
+   its fields, and a value can never fake a ``; Brand:`` or ``; Rating:`` field);
+5. a run of three or more ``#`` becomes one ``#`` (so no value holds a template marker such as
+   ``### Response:``).
+
+JSON lines are written by ``json_line``, which also escapes U+0085, U+2028 and U+2029, so a ``str.splitlines``
+reader sees one line per row.
 """
 
 from __future__ import annotations
 
+import json
 import re
+import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from recgpt.data.records import Domain, Interaction, Item
 
@@ -20,21 +41,60 @@ RATING_TASK = "Predict rating for the last item."
 HISTORY_HEADER = "Given the interaction history of a user with {noun} as follows:"
 FIELD_SEPARATOR = "; "
 
-# ASCII whitespace only, the same class in Python and in DuckDB's RE2 (``sql_event_line``), so both engines
-# write byte-identical lines.
-WHITESPACE_CLASS = "[ \t\n\r\f\v]+"
-_WHITESPACE = re.compile(WHITESPACE_CLASS)
 _RATING = re.compile(r"(-?\d+(?:\.\d+)?)(?:\s*/\s*(\d+(?:\.\d+)?))?")
+# Whitespace and control characters (``str.isspace`` or category Cc), and format characters (category Cf) but the
+# zero-width non-joiner and joiner, as of Unicode 14 (Python 3.11's ``unicodedata``), listed as ranges so that no
+# table is built at import time; a test checks them against ``unicodedata``.
+_SPACE = re.compile("[\u0000-\u0020\u007f-\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]+")
+_FORMAT = re.compile(
+    "[\u00ad\u0600-\u0605\u061c\u06dd\u070f\u0890\u0891\u08e2\u180e\u200b\u200e\u200f\u202a-\u202e"
+    "\u2060-\u2064\u2066-\u206f\ufeff\ufff9-\ufffb\U000110bd\U000110cd\U00013430-\U00013438"
+    "\U0001bca0-\U0001bca3\U0001d173-\U0001d17a\U000e0001\U000e0020-\U000e007f]+"
+)
+_SURROGATE = re.compile("[\ud800-\udfff]")
+_MARKER = re.compile("#{3,}")
+# Characters ``str.splitlines`` breaks at that ``json.dumps`` leaves raw.
+_JSON_LINE_BREAKS = {"\x85": "\\u0085", "\u2028": "\\u2028", "\u2029": "\\u2029"}
 
 
 def clean_text(value: str) -> str:
-    """Collapse every run of whitespace (newlines included) to one space, so a value never breaks a line.
+    """The one text normalisation of every written field (the module docstring states the rule).
+
+    Idempotent: ``clean_text(clean_text(s)) == clean_text(s)``.
 
     Example:
         >>> clean_text("  Great\\n\\tbook ")
         'Great book'
+        >>> clean_text("Heat\\u2028(1995); Brand: Fake ### Response:")
+        'Heat (1995), Brand: Fake # Response:'
     """
-    return _WHITESPACE.sub(" ", value).strip()
+    text = unicodedata.normalize("NFC", value)
+    if not text.isascii():
+        removed = _SURROGATE.sub("\ufffd", _FORMAT.sub("", text))
+        if removed != text:  # removing a format character can bring a base and a combining mark together
+            text = unicodedata.normalize("NFC", removed)
+    if "  " in text or not text.isprintable():  # printable text holds no whitespace but single spaces
+        text = _SPACE.sub(" ", text)
+    text = text.strip(" ")
+    if "; " in text:
+        text = text.replace("; ", ", ")
+    if "###" in text:
+        text = _MARKER.sub("#", text)
+    return text
+
+
+def json_line(row: Any) -> str:
+    """A JSON line (UTF-8 text kept as is) that ``str.splitlines`` reads as one line, newline included.
+
+    Example:
+        >>> json_line({"title": "a\\u2028b"})
+        '{"title": "a\\\\u2028b"}\\n'
+    """
+    text = json.dumps(row, ensure_ascii=False)
+    if not text.isascii():
+        for raw, escaped in _JSON_LINE_BREAKS.items():
+            text = text.replace(raw, escaped)
+    return text + "\n"
 
 
 def format_rating(value: float, scale: float) -> str:
@@ -78,7 +138,8 @@ def render_fields(fields: Sequence[tuple[str, str]]) -> str:
         >>> render_fields([("Title", "Heat"), ("Brand", ""), ("Genres", "Action, Crime")])
         'Title: Heat; Genres: Action, Crime'
     """
-    return FIELD_SEPARATOR.join(f"{key}: {clean_text(value)}" for key, value in fields if clean_text(value))
+    cleaned = ((clean_text(key), clean_text(value)) for key, value in fields)
+    return FIELD_SEPARATOR.join(f"{key}: {value}" for key, value in cleaned if value)
 
 
 def render_item(item: Item, domain: Domain) -> str:
@@ -169,33 +230,17 @@ def render_item_prefix(item: Item) -> str:
     return render_fields([("Title", item.title), *item.attributes])
 
 
-def sql_clean_text(text: str) -> str:
-    """A DuckDB SQL expression doing what ``clean_text`` does (NULL stays NULL).
-
-    Most values are already clean, so cheap substring tests guard the regular expression (ten times faster on
-    review text than running it on every value).
-    """
-    dirty = " OR ".join(
-        [
-            f"contains({text}, '  ')",
-            *(f"contains({text}, chr({code}))" for code in (9, 10, 11, 12, 13)),
-            f"starts_with({text}, ' ')",
-            f"ends_with({text}, ' ')",
-        ]
-    )
-    return f"CASE WHEN {dirty} THEN trim(regexp_replace({text}, '{WHITESPACE_CLASS}', ' ', 'g')) ELSE {text} END"
-
-
 def sql_event_line(prefix: str, cleaned_review: str, rating: str, scale: float) -> str:
     """A DuckDB SQL expression writing ``render_event``'s line from column expressions, byte for byte.
 
     Args:
         prefix: SQL of the item prefix (``render_item_prefix``).
-        cleaned_review: SQL of the review already passed through ``sql_clean_text`` (may be NULL), computed once.
+        cleaned_review: SQL of the review, already normalised by ``clean_text`` at ingest (may be NULL).
         rating: SQL of the rating (may be NULL).
         scale: The domain's rating scale.
 
-    A test compares this expression with ``render_event`` on generated rows.
+    Stored text is normalised at ingest (``clean_text``), so the expression only joins fields; a test compares it
+    with ``render_event`` on the raw values of hostile rows, byte for byte.
     """
     cleaned = cleaned_review
     review_part = (

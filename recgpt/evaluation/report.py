@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from recgpt.data.render import json_line
 from recgpt.files import write_bytes_atomic, write_text_atomic
 
 RATING_COLUMNS = ("RMSE", "MAE")
@@ -25,7 +26,7 @@ def write_report(output: Path, report: dict[str, Any], predictions: Sequence[dic
     Returns:
         The path of ``report.json``.
     """
-    lines = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in predictions)
+    lines = "".join(json_line(row) for row in predictions)
     write_text_atomic(output / "predictions.jsonl", lines)
     plots = write_plots(output, report)
     write_text_atomic(output / "report.md", format_markdown(report, plots))

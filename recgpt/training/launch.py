@@ -15,6 +15,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
     if not args or args[0] in {"-h", "--help"}:
         raise SystemExit("usage: composer -n N scripts/train.py RECIPE.yaml [key=value ...]")
+    check_overrides(args[1:])
     import logging
 
     from llmfoundry.command_utils import train_from_yaml
@@ -23,6 +24,22 @@ def main(argv: Sequence[str] | None = None) -> None:
     logging.getLogger("recgpt").setLevel(logging.INFO)  # llm-foundry reconfigures the handlers later
     prepare_resume(args[0], args[1:])
     train_from_yaml(args[0], args[1:])
+
+
+def check_overrides(overrides: Sequence[str]) -> None:
+    """Refuse an override that is not ``key=value`` (llm-foundry would silently ignore it).
+
+    Example:
+        >>> check_overrides(["max_duration=20ba", "optimizer.lr=1e-5"])
+        >>> check_overrides(["max_duration"])
+        Traceback (most recent call last):
+        ...
+        SystemExit: override 'max_duration' is not key=value (e.g. max_duration=20ba); nothing was trained
+    """
+    for override in overrides:
+        key, equals, _ = override.partition("=")
+        if not equals or not key.strip():
+            raise SystemExit(f"override {override!r} is not key=value (e.g. max_duration=20ba); nothing was trained")
 
 
 def prepare_resume(recipe: str, overrides: Sequence[str]) -> None:

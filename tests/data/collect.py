@@ -17,7 +17,7 @@ class CollectSink:
     events: list[Interaction] = field(default_factory=list)
     rejects: list[tuple[str, int, str, str]] = field(default_factory=list)
 
-    def item(self, item: Item) -> None:
+    def item(self, item: Item, file: Path | None = None, line: int = 0) -> None:
         self.items[item.item_id] = item
 
     def interaction(self, event: Interaction) -> None:

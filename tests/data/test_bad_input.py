@@ -100,11 +100,15 @@ def config(tmp_path: Path, reviews: Path, meta: Path, **extra: object) -> Prepar
     return load_config(PrepareConfig, path)
 
 
-def test_an_empty_file_stops_the_run_naming_the_source(tmp_path: Path):
+def test_an_empty_file_stops_the_run_naming_the_file(tmp_path: Path):
     (tmp_path / "reviews.json").write_text("")
-    (tmp_path / "meta.json").write_text("")
-    with pytest.raises(ValueError, match=r"source 'shop': its files hold no rows"):
+    (tmp_path / "meta.json").write_text(json.dumps(META) + "\n")
+    with pytest.raises(ValueError, match=r"sources\[0\]\.paths\.reviews: .*reviews\.json is empty \(0 bytes\)"):
         prepare(config(tmp_path, tmp_path / "reviews.json", tmp_path / "meta.json"))
+    (tmp_path / "reviews.json").write_text("\n  \n")  # blank lines only: no row
+    with pytest.raises(ValueError, match=r"source 'shop': no interactions were read from its files \(reviews="):
+        prepare(config(tmp_path, tmp_path / "reviews.json", tmp_path / "meta.json"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.yaml", "meta.json", "reviews.json"]
 
 
 def test_duplicates_are_removed_counted_and_rejects_written(tmp_path: Path):

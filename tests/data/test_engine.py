@@ -6,9 +6,10 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 
 from recgpt.data.engine import Engine, SourcePlan
-from recgpt.data.ingest import ParquetSink
+from recgpt.data.ingest import ParquetSink, reject_duplicate_items
 from recgpt.data.outputs import KEY_SCHEMA
 from recgpt.data.records import MOVIELENS, Domain, Interaction, Item
 
@@ -132,3 +133,72 @@ def test_streams_cut_users_across_batches(tmp_path: Path):
     assert [(user, len(lines)) for _, user, lines, _ in whole] == [("u1", 3), ("u2", 1), ("u3", 5)]
     for size in (1, 2, 3, 4):
         assert list(db.pretraining(batch_size=size)) == whole
+
+
+HOSTILE_LIMIT = "1GB'; COPY (SELECT 42) TO 'x.csv'; --"
+
+
+@pytest.mark.parametrize("value", [HOSTILE_LIMIT, "lots", "2GB; SELECT 1", "-1GB", "0GB", "", "1e3MB", "10KB"])
+def test_memory_limit_is_checked_before_sql(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, value: str):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ValueError, match=r"^memory_limit: "):
+        Engine(tmp_path / "db", memory_limit=value)
+    with pytest.raises(ValueError, match=r"^memory_limit: "):
+        reject_duplicate_items(tmp_path, "s", value)  # the ingest connections take the same path
+    assert not list(tmp_path.rglob("x.csv"))
+
+
+@pytest.mark.parametrize("value", [0, -2, True, "2; SELECT 1", 1.5])
+def test_threads_are_checked_before_sql(tmp_path: Path, value: object):
+    with pytest.raises(ValueError, match=r"^threads: must be a whole number >= 1"):
+        Engine(tmp_path / "db", threads=value)  # type: ignore[arg-type]
+
+
+def test_names_seeds_and_paths_with_quotes_never_reach_sql_as_code(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.chdir(tmp_path)
+    items = [Item(i, f"Item {i}") for i in "abc"]
+    folder = source(tmp_path / 'it\'s "here"', items, events("u'1", "abc", [1, 2, 3]))
+    name = "x'); COPY (SELECT 42) TO 'y.csv'; --\""
+    db = Engine(tmp_path / "d'b", memory_limit="256MB", threads=1)
+    db.load([SourcePlan(name, folder, SHOP, benchmark=("leave_one_out",))], 1, 0.0, 17)
+    [history] = list(db.histories())
+    assert (history.source, history.user_id, len(history.events)) == (name, "u'1", 3)
+    keys = tmp_path / "k'eys.parquet"
+    pq.write_table(pa.table([[name], ["u'1"], [2]], schema=KEY_SCHEMA), keys)
+    assert db.leaked(keys) == [(name, "u'1", 2, "test")]
+    assert not list(tmp_path.rglob("y.csv"))
+
+
+def test_events_are_deduplicated_on_user_item_and_time_first_copy_wins(tmp_path: Path):
+    items = [Item("a", "Heat (1995)"), Item("b", "Fargo (1996)")]
+    rows = [
+        Interaction("u", "a", 1.0, 4.0, "Tense", order=1),
+        Interaction("u", "a", 1.0, 2.0, "Tense", order=2),  # the same event, another rating
+        Interaction("u", "a", 1.0, 4.0, "Tense  ", order=3),  # a review differing in whitespace
+        Interaction("u", "b", 2.0, 3.0, order=4),
+        Interaction("u", "a", 3.0, 5.0, order=5),  # the same item again, later: kept outside benchmarks
+    ]
+    plan = SourcePlan("ml", source(tmp_path / "ml", items, rows), MOVIELENS)
+    db = engine(tmp_path, [plan])
+    [(_, _, lines, orders)] = list(db.pretraining())
+    assert orders == [1, 4, 5] and lines[0] == "Title: Heat (1995); Review: Tense; Rating: 4.0/5.0"
+    assert (db.counts["ml"]["duplicate_interaction"], db.counts["ml"]["repeated_item_interaction"]) == (2, 0)
+    bench = engine(tmp_path / "b", [SourcePlan("ml", plan.folder, MOVIELENS, benchmark=("leave_one_out",))])
+    [history] = list(bench.histories())
+    # In a benchmark a user's item is one event, the earliest: the held-out last item is new to the user.
+    assert [(e.item_id, e.order, e.next_item) for e in history.events] == [("a", 1, "validation"), ("b", 4, "test")]
+    assert (bench.counts["ml"]["duplicate_interaction"], bench.counts["ml"]["repeated_item_interaction"]) == (2, 1)
+
+
+def test_leak_check_compares_content_not_file_order(tmp_path: Path):
+    items = [Item(str(i), f"Item {i}") for i in range(5)]
+    folder = source(tmp_path / "bench", items, events("u", "01234", [1, 2, 3, 4, 5]))
+    db = engine(tmp_path, [SourcePlan("bench", folder, SHOP, benchmark=("leave_one_out",))])
+    keys = tmp_path / "keys.parquet"
+    pq.write_table(pa.table([["bench"] * 3, ["u"] * 3, [0, 1, 2]], schema=KEY_SCHEMA), keys)
+    assert db.leaked(keys) == []
+    # A trained event (order 0) that names the test target's item, or renders to its line, is a leak.
+    db.connection.execute("UPDATE events SET item_id = '4' WHERE ord = 0")
+    assert db.leaked(keys) == [("bench", "u", 4, "test")]
+    db.connection.execute("UPDATE events SET item_id = '0', line = (SELECT line FROM events WHERE ord = 3)")
+    assert db.leaked(keys) == [("bench", "u", 3, "validation"), ("bench", "u", 4, "test")]

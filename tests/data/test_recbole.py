@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from recgpt.data.sources import adapter
-from recgpt.data.sources.readers import Limits
+from recgpt.data.sources.readers import Limits, SourceFormatError
 from recgpt.data.sources.recbole import atomic_paths, packaged_movielens_100k, read_atomic
 from tests.data.collect import CollectSink
 
@@ -76,3 +78,17 @@ def test_packaged_movielens_100k_has_the_published_counts():
     assert len({e.user_id for e in sink.events}) == 943
     assert len(sink.items) == 1681  # 1,682 movies, one of them untitled ("unknown")
     assert sink.reasons == {"untitled_item": 1}
+
+
+def test_bytes_that_are_not_utf8_name_the_file_and_line(tmp_path: Path):
+    write_fixture(tmp_path)
+    text = (tmp_path / "tiny.item").read_bytes()
+    (tmp_path / "tiny.item").write_bytes(text.replace("Misérables".encode(), "Mis\xe9rables".encode("latin-1")))
+    with pytest.raises(SourceFormatError, match=r"tiny\.item:4: not valid utf-8"):
+        read(atomic_paths(tmp_path, "tiny"))
+
+
+def test_an_attributes_option_that_is_not_a_map_is_named(tmp_path: Path):
+    write_fixture(tmp_path)
+    with pytest.raises(SourceFormatError, match=r"options\.attributes: map item line labels to columns"):
+        adapter("recbole").load()(atomic_paths(tmp_path, "tiny"), CollectSink(), {"attributes": "class"}, Limits())

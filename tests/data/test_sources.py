@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -177,7 +178,7 @@ def test_bookcrossing_semicolons_latin1_and_broken_quote_rows():
 
 def test_food_multiline_fields_zero_ratings_and_untitled_recipes():
     sink, domain = read("food", {"recipes": "food/RAW_recipes.csv", "interactions": "food/RAW_interactions.csv"})
-    assert sink.items["137739"].title == "arriba   baked winter squash mexican style"
+    assert sink.items["137739"].title == "arriba baked winter squash mexican style"  # normalised at ingest
     assert line(sink, domain, 0) == (
         "Title: arriba baked winter squash mexican style; Review: Great with a salad. Cooked "
         'on top of stove for 15 minutes.Added a shake of cayenne, "really" good.; Rating: 4.0/5.0'
@@ -249,7 +250,7 @@ def test_generic_maps_columns_from_csv_and_jsonl_in_duckdb(tmp_path: Path):
     paths = {"interactions": FIXTURES / "generic/events.csv", "items": FIXTURES / "generic/catalogue.jsonl"}
     items, events, rejects = ingest_generic(tmp_path, paths, GENERIC_OPTIONS)
     assert [(i["item_id"], i["title"], i["attributes"]) for i in items] == [
-        ("s1", "Trail Shoe", '[["Brand","Peak"]]'),
+        ("s1", "Trail Shoe", '[["Brand", "Peak"]]'),
         ("s2", "Rain Jacket", "[]"),
     ]
     assert [(e["user_id"], e["item_id"], e["timestamp"], e["rating"], e["review"], e["ord"]) for e in events] == [
@@ -292,7 +293,7 @@ def test_generic_names_a_missing_mapped_column(tmp_path: Path):
         "item_columns": {"item_id": "sku", "title": "name"},
     }
     paths = {"interactions": FIXTURES / "generic/events.csv", "items": FIXTURES / "generic/catalogue.jsonl"}
-    with pytest.raises(SourceFormatError, match=r"mapped column\(s\) \['client'\] not in the file"):
+    with pytest.raises(SourceFormatError, match=r"events\.csv: missing column\(s\) \['client'\]; the header has"):
         ingest_generic(tmp_path, paths, options)
 
 
@@ -316,3 +317,96 @@ def test_wrong_paths_and_options_are_named():
         adapter("amazon2018").check("beauty", {"reviews": "x", "meta": "y"}, {"colour": 1})
     with pytest.raises(SourceFormatError, match="unknown source format 'imdb'"):
         adapter("imdb")
+
+
+def read_files(format_name: str, paths: dict[str, Path], options: dict | None = None) -> CollectSink:
+    sink = CollectSink()
+    adapter(format_name).load()(paths, sink, options or {}, Limits())
+    return sink
+
+
+def test_latin1_dumps_read_their_utf8_lines_as_utf8(tmp_path: Path):
+    """MovieLens 100K / 1M and Book-Crossing are Latin-1 with some UTF-8 lines: each line is decoded on its own."""
+    flags = "|".join(["0"] * 18 + ["1"])
+    (tmp_path / "u.item").write_bytes(
+        f"1|Rivi\xe8re (1995)|||x|{flags}\n".encode("latin-1") + f"2|Am\u00e9lie \u4e2d (2001)|||x|{flags}\n".encode()
+    )
+    (tmp_path / "u.data").write_text("1\t1\t4\t10\n1\t2\t5\t11\n")
+    ml = read_files("movielens-100k", {"items": tmp_path / "u.item", "ratings": tmp_path / "u.data"})
+    assert [ml.items[i].title for i in "12"] == ["Rivière (1995)", "Amélie 中 (2001)"]
+    (tmp_path / "movies.dat").write_bytes(
+        "1::Caf\xe9 (1990)::Drama\n".encode("latin-1") + "2::Café ☕ (1991)::Drama\n".encode()
+    )
+    ml1m = read_files("movielens-1m", {"items": tmp_path / "movies.dat", "ratings": tmp_path / "u.data"})
+    assert [ml1m.items[i].title for i in "12"] == ["Café (1990)", "Café ☕ (1991)"]
+    header = '"ISBN";"Book-Title";"Book-Author"\n'
+    (tmp_path / "books.csv").write_bytes(
+        header.encode() + '"1";"Ni\xf1o";"Pe\xf1a"\n'.encode("latin-1") + '"2";"Niño ünd Ǆ";"Peña"\n'.encode()
+    )
+    (tmp_path / "ratings.csv").write_text('"User-ID";"ISBN";"Book-Rating"\n"u";"1";"5"\n')
+    bx = read_files("bookcrossing", {"books": tmp_path / "books.csv", "ratings": tmp_path / "ratings.csv"})
+    assert [(bx.items[i].title, bx.items[i].attributes) for i in "12"] == [
+        ("Niño", (("Author", "Peña"),)),
+        ("Niño ünd Ǆ", (("Author", "Peña"),)),
+    ]
+
+
+def test_list_and_object_values_in_json_dumps_are_joined_or_rejected(tmp_path: Path):
+    business = tmp_path / "business.json"
+    business.write_text(
+        "\n".join(
+            json.dumps(row)
+            for row in [
+                {"business_id": "b1", "name": "Blue Door", "city": ["Reno", "Sparks"]},  # attribute list: joined
+                {"business_id": "b2", "name": ["Blue", "Door"], "city": "Reno"},  # list title: rejected
+                {"business_id": {"id": "b3"}, "name": "Cafe", "city": "Reno"},  # object id: rejected
+                {"business_id": "b4", "name": "Deli", "city": {"name": "Reno"}},  # object attribute: rejected
+            ]
+        )
+        + "\n"
+    )
+    reviews = tmp_path / "reviews.json"
+    review = {"user_id": "u", "business_id": "b1", "stars": 4, "date": "2020-01-01 00:00:00"}
+    reviews.write_text(json.dumps(review) + "\n" + json.dumps({**review, "text": ["great", "place"]}) + "\n")
+    sink = read_files("yelp", {"business": business, "reviews": reviews})
+    assert sink.items["b1"].attributes == (("City", "Reno, Sparks"),) and set(sink.items) == {"b1"}
+    assert sink.rejects == [
+        ("business.json", 2, "list_value", "title"),
+        ("business.json", 3, "nested_value", "item_id"),
+        ("business.json", 4, "nested_value", "City"),
+        ("reviews.json", 2, "list_value", "review"),
+    ]
+    assert [e.review for e in sink.events] == [None]
+
+
+def test_a_deeply_nested_json_line_is_a_counted_reject(tmp_path: Path):
+    meta = tmp_path / "meta.json"
+    meta.write_text(json.dumps({"asin": "A", "title": "T"}) + "\n" + "[" * 100_000 + "]" * 100_000 + "\n")
+    reviews = tmp_path / "reviews.json"
+    reviews.write_text('{"a": ' * 50_000 + "1" + "}" * 50_000 + "\n")
+    for release in ("amazon2014", "amazon2018"):  # 2014 also tries Python literals
+        sink = read_files(release, {"meta": meta, "reviews": reviews})
+        assert sink.rejects == [("meta.json", 2, "too_deeply_nested", ""), ("reviews.json", 1, "too_deeply_nested", "")]
+
+
+def test_goodreads_bad_genre_counts_and_author_lists_name_file_and_line(tmp_path: Path):
+    def write(name: str, rows: list[dict]) -> Path:
+        (tmp_path / name).write_text("".join(json.dumps(row) + "\n" for row in rows))
+        return tmp_path / name
+
+    paths = {
+        "books": write("books.json", [{"book_id": "1", "title": "Poems", "authors": [{"author_id": "9"}]},
+                                      {"book_id": "2", "title": "Odes", "authors": ["9"]}]),
+        "genres": write("genres.json", [{"book_id": "1", "genres": {"poetry": "many"}},
+                                        {"book_id": "1", "genres": ["poetry"]}]),
+        "authors": write("authors.json", [{"author_id": "9", "name": ["Ann", "Bo"]}]),
+        "reviews": write("reviews.json", [{"user_id": "u", "book_id": "1", "rating": 4,
+                                           "date_added": "Sun Jul 30 07:44:10 -0700 2017"}]),
+    }  # fmt: skip
+    sink = read_files("goodreads", paths)
+    assert sink.rejects == [
+        ("genres.json", 1, "invalid_genres", "genres"),
+        ("genres.json", 2, "invalid_genres", "genres"),
+        ("books.json", 2, "invalid_authors", "authors"),
+    ]
+    assert sink.items["1"].attributes == (("Author", "Ann, Bo"),)

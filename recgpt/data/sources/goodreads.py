@@ -12,45 +12,75 @@ RecGPT writes ``Title, Author, Genres, Review, Rating``.
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 from recgpt.data.records import Domain
 from recgpt.data.sources.readers import (
     Limits,
     Options,
     Paths,
     RecordSink,
+    ValueShapeError,
     json_records,
     make_interaction,
     make_item,
+    parse_number,
     parse_time,
+    text_value,
 )
 
 GOODREADS = Domain("goodreads", "books", 5.0, identifying=("Author", "Genres"))
+
+
+def _authors(path: Path, sink: RecordSink) -> dict[str, str]:
+    """``author_id -> name`` from the authors file; a name that is not text is rejected with its line."""
+    names: dict[str, str] = {}
+    for line, record in json_records(path, sink):
+        try:
+            names[str(record.get("author_id"))] = text_value(record.get("name"), join_lists=True) or ""
+        except ValueShapeError as error:
+            sink.reject(path, line, error.reason, "name", str(record.get("name"))[:200])
+    return names
+
+
+def _genres(path: Path, sink: RecordSink) -> dict[str, str]:
+    """``book_id -> "genre, genre"`` (most votes first) from the genres file; bad counts are rejected."""
+    genres: dict[str, str] = {}
+    for line, record in json_records(path, sink):
+        counts = record.get("genres") or {}
+        votes = (
+            {str(name): parse_number(count or 0) for name, count in counts.items()} if isinstance(counts, dict) else {}
+        )
+        if not isinstance(counts, dict) or None in votes.values():
+            sink.reject(path, line, "invalid_genres", "genres", json.dumps(counts, ensure_ascii=False)[:200])
+            continue
+        ranked = sorted(votes, key=lambda name: (-(votes[name] or 0.0), name))
+        genres[str(record.get("book_id"))] = ", ".join(ranked)
+    return genres
 
 
 def read_goodreads(paths: Paths, sink: RecordSink, options: Options, limits: Limits) -> Domain:
     """Goodreads: ``paths`` has ``reviews`` (reviews or interactions file) and ``books``; optionally ``authors``
     and ``genres``. Authors and genres are small lookup tables held in memory while books stream."""
     del options
-    authors: dict[str, str] = {}
-    if "authors" in paths:
-        authors = {str(r.get("author_id")): str(r.get("name") or "") for _, r in json_records(paths["authors"], sink)}
-    genres: dict[str, str] = {}
-    if "genres" in paths:
-        for _, record in json_records(paths["genres"], sink):
-            counts = record.get("genres") or {}
-            if isinstance(counts, dict):
-                ranked = sorted(counts, key=lambda name: (-float(counts[name] or 0), name))
-                genres[str(record.get("book_id"))] = ", ".join(ranked)
+    authors = _authors(paths["authors"], sink) if "authors" in paths else {}
+    genres = _genres(paths["genres"], sink) if "genres" in paths else {}
     for line, record in json_records(paths["books"], sink):
-        names = [authors.get(str(a.get("author_id")), "") for a in record.get("authors") or [] if isinstance(a, dict)]
-        book = str(record.get("book_id"))
+        listed = record.get("authors") or []
+        names = [authors.get(str(a.get("author_id")), "") for a in listed if isinstance(a, dict)]
+        if not isinstance(listed, list) or len(names) != len(listed):
+            sink.reject(paths["books"], line, "invalid_authors", "authors", str(listed)[:200])
+            continue
+        book = record.get("book_id")
+        genre = genres.get(str(book), "")
         make_item(
             sink,
             paths["books"],
             line,
-            record.get("book_id"),
+            book,
             record.get("title"),
-            [("Author", ", ".join(n for n in names if n)), ("Genres", genres.get(book, ""))],
+            [("Author", ", ".join(n for n in names if n)), ("Genres", genre)],
             limits,
         )
     for line, record in json_records(paths["reviews"], sink):

@@ -1,9 +1,10 @@
 """MovieLens in its three published layouts (GroupLens), each with its own separators and encoding.
 
-- ``ml-100k``: ``u.data`` (tab: user, item, rating, timestamp) and ``u.item`` (``|``-separated, Latin-1:
-  id, title, release date, video date, IMDb URL, then 19 genre flags named in ``u.genre``).
+- ``ml-100k``: ``u.data`` (tab: user, item, rating, timestamp) and ``u.item`` (``|``-separated, Latin-1 with
+  some UTF-8 lines, each read as UTF-8 first: id, title, release date, video date, IMDb URL, then 19 genre
+  flags named in ``u.genre``).
 - ``ml-1m``: ``ratings.dat`` (``UserID::MovieID::Rating::Timestamp``) and ``movies.dat``
-  (``MovieID::Title::Genres``, genres ``|``-separated, Latin-1).
+  (``MovieID::Title::Genres``, genres ``|``-separated, Latin-1, each line read as UTF-8 first).
 - ``ml-latest`` / ``ml-latest-small`` / ``ml-25m``: ``ratings.csv`` (``userId,movieId,rating,timestamp``, half
   stars) and ``movies.csv`` (``movieId,title,genres``, UTF-8, quoted titles with commas).
 
@@ -16,6 +17,7 @@ from pathlib import Path
 
 from recgpt.data.records import MOVIELENS, Domain
 from recgpt.data.sources.readers import (
+    UTF8_THEN_LATIN1,
     Limits,
     Options,
     Paths,
@@ -82,8 +84,8 @@ def read_movielens_100k(paths: Paths, sink: RecordSink, options: Options, limits
     del options
     names = ML_100K_GENRES
     if "genres" in paths:
-        names = [text.split("|")[0] for _, text in read_lines(paths["genres"], "latin-1")]
-    for line, text in read_lines(paths["items"], "latin-1"):
+        names = [text.split("|")[0] for _, text in read_lines(paths["genres"], UTF8_THEN_LATIN1)]
+    for line, text in read_lines(paths["items"], UTF8_THEN_LATIN1):
         parts = text.split("|")
         if len(parts) != 5 + len(names):
             sink.reject(paths["items"], line, "wrong_field_count", "", text[:200])
@@ -99,7 +101,7 @@ def read_movielens_100k(paths: Paths, sink: RecordSink, options: Options, limits
 def read_movielens_1m(paths: Paths, sink: RecordSink, options: Options, limits: Limits) -> Domain:
     """ML-1M: ``paths`` has ``ratings`` (ratings.dat) and ``items`` (movies.dat)."""
     del options
-    for line, text in read_lines(paths["items"], "latin-1"):
+    for line, text in read_lines(paths["items"], UTF8_THEN_LATIN1):
         parts = text.split("::")
         if len(parts) != 3:
             sink.reject(paths["items"], line, "wrong_field_count", "", text[:200])

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from recgpt.data.records import Domain
 from recgpt.data.sources.readers import (
+    UTF8_THEN_LATIN1,
     Limits,
     Options,
     Paths,
@@ -26,7 +27,7 @@ NETFLIX = Domain("netflix", "movies/shows", 5.0)
 def read_netflix(paths: Paths, sink: RecordSink, options: Options, limits: Limits) -> Domain:
     """Netflix: ``paths`` has ``titles`` and ``ratings`` (a file, or a folder of ``combined_data_*.txt``)."""
     del options
-    for line, text in read_lines(paths["titles"], "latin-1"):
+    for line, text in read_lines(paths["titles"], UTF8_THEN_LATIN1):
         parts = text.split(",", 2)
         if len(parts) != 3:
             sink.reject(paths["titles"], line, "wrong_field_count", "", text[:200])

@@ -7,6 +7,7 @@ carry the file, line, reason and field, so bad input is counted and reported, ne
 from __future__ import annotations
 
 import ast
+import codecs
 import csv
 import dataclasses
 import gzip
@@ -20,30 +21,39 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from recgpt.data.records import Domain, Interaction, Item
+from recgpt.data.render import clean_text
 
 Paths = Mapping[str, Path]
 Options = Mapping[str, Any]
 
 csv.field_size_limit(1 << 30)  # a single huge field is rejected by our own limit, with its line number
 
+# Each line is decoded as UTF-8, and a line that is not UTF-8 as Latin-1: the Latin-1 dumps (MovieLens 100K/1M,
+# Book-Crossing, Netflix titles) hold some UTF-8 lines, which Latin-1 alone would turn into mojibake.
+UTF8_THEN_LATIN1 = "utf-8, then latin-1"
+
 
 class SourceFormatError(ValueError):
     """A dump that cannot be read at all (wrong columns, wrong file): the message names the file and what to fix."""
 
 
-class RecordSink(Protocol):
+class RejectSink(Protocol):
+    """Where a row reader reports the rows it cannot read."""
+
+    def reject(self, file: Path, line: int, reason: str, field: str = "", excerpt: str = "") -> None:
+        """Record a skipped row: where it was, why, which field, and a short excerpt."""
+        ...
+
+
+class RecordSink(RejectSink, Protocol):
     """Where an adapter delivers what it reads."""
 
-    def item(self, item: Item) -> None:
-        """Accept a catalogue item."""
+    def item(self, item: Item, file: Path | None = None, line: int = 0) -> None:
+        """Accept a catalogue item read from ``line`` of ``file`` (where a duplicate id is reported)."""
         ...
 
     def interaction(self, event: Interaction) -> None:
         """Accept an interaction."""
-        ...
-
-    def reject(self, file: Path, line: int, reason: str, field: str = "", excerpt: str = "") -> None:
-        """Record a skipped row: where it was, why, which field, and a short excerpt."""
         ...
 
 
@@ -65,24 +75,65 @@ def domain_from_options(options: Mapping[str, Any] | None, default: Domain) -> D
         >>> domain_from_options({"noun": "podcasts", "identifying": ["Host"]}, Domain("x", "items"))
         Domain(name='x', noun='podcasts', rating_scale=5.0, identifying=('Host',))
     """
+    if options is not None and not isinstance(options, Mapping):
+        raise SourceFormatError(f"options.domain: a map of name, noun, rating_scale, identifying; got {options!r}")
     values = {**dataclasses.asdict(default), **dict(options or {})}
     unknown = sorted(set(values) - {"name", "noun", "rating_scale", "identifying"})
     if unknown:
         raise SourceFormatError(f"domain: unknown key(s) {unknown}; known: name, noun, rating_scale, identifying")
-    return Domain(str(values["name"]), str(values["noun"]), float(values["rating_scale"]), tuple(values["identifying"]))
+    scale = parse_number(values["rating_scale"])
+    if scale is None or scale <= 0:
+        raise SourceFormatError(f"options.domain.rating_scale: a number > 0, got {values['rating_scale']!r}")
+    identifying = values["identifying"]
+    if isinstance(identifying, str) or not all(isinstance(label, str) for label in identifying or ()):
+        raise SourceFormatError(f"options.domain.identifying: a list of attribute labels, got {identifying!r}")
+    # The noun is written into every header line: normalised like any field, so it cannot break a line
+    return Domain(str(values["name"]), clean_text(str(values["noun"])), scale, tuple(identifying or ()))
+
+
+def check_encoding(encoding: str, key: str = "options.encoding") -> str:
+    """``encoding`` if Python knows it (or it is ``UTF8_THEN_LATIN1``), else an error naming ``key``."""
+    if encoding == UTF8_THEN_LATIN1:
+        return encoding
+    try:
+        if not re.fullmatch(r"[A-Za-z0-9_.:-]+", str(encoding)):
+            raise LookupError(encoding)
+        codecs.lookup(str(encoding))
+    except LookupError:
+        raise SourceFormatError(f"{key}: unknown encoding {encoding!r}; use e.g. utf-8, latin-1, cp1252") from None
+    return str(encoding)
+
+
+def check_file(path: Path) -> None:
+    """Fail unless ``path`` is a file, saying whether it is missing or a folder."""
+    if path.is_dir():
+        raise SourceFormatError(f"{path}: is a folder; give the path of the file itself")
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: file not found")
+
+
+def _decode(raw: bytes, encoding: str) -> str:
+    if encoding != UTF8_THEN_LATIN1:
+        return raw.decode(encoding)
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return raw.decode("latin-1")
 
 
 def text_lines(path: Path, encoding: str = "utf-8") -> Iterator[str]:
     """The lines of a text file (``*.gz`` unpacked), each decoded on its own so an error names its exact line.
 
-    Line endings are kept, as ``csv.reader`` needs them for quoted fields that span lines.
+    Line endings are kept, as ``csv.reader`` needs them for quoted fields that span lines. ``encoding`` may be
+    ``UTF8_THEN_LATIN1``: each line is read as UTF-8, or as Latin-1 when it is not UTF-8.
 
     Raises:
         FileNotFoundError: If the file does not exist.
-        SourceFormatError: For bytes that are not ``encoding`` or a truncated/corrupt archive, naming file and line.
+        SourceFormatError: For a folder, bytes that are not ``encoding`` or a truncated/corrupt archive, naming
+            file and line.
     """
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: file not found")
+    check_file(path)
+    check_encoding(encoding)
     opener = gzip.open if path.suffix == ".gz" else open
     with opener(path, "rb") as handle:
         number = 0
@@ -95,7 +146,8 @@ def text_lines(path: Path, encoding: str = "utf-8") -> Iterator[str]:
                 return
             number += 1
             try:
-                yield raw.decode(encoding)
+                text = _decode(raw, encoding)
+                yield text.removeprefix("\ufeff") if number == 1 else text  # a byte order mark is not data
             except UnicodeDecodeError as error:
                 raise SourceFormatError(
                     f"{path}:{number}: not valid {encoding} ({error.reason}); set the source's encoding"
@@ -109,18 +161,22 @@ def read_lines(path: Path, encoding: str = "utf-8") -> Iterator[tuple[int, str]]
             yield number, line.rstrip("\r\n")
 
 
-def json_records(path: Path, sink: RecordSink, python_literals: bool = False) -> Iterator[tuple[int, dict[str, Any]]]:
-    """JSON objects, one per line; invalid lines are rejected (``invalid_json``) and skipped.
+def json_records(path: Path, sink: RejectSink, python_literals: bool = False) -> Iterator[tuple[int, dict[str, Any]]]:
+    """JSON objects, one per line; other lines are rejected (``invalid_json``, or ``too_deeply_nested`` for
+    nesting Python's parser cannot follow) and skipped.
 
     With ``python_literals`` a line may also be a Python dict literal (Amazon 2014 metadata is written that way).
     """
     for number, line in read_lines(path):
+        reason = "invalid_json"
         try:
             record = json.loads(line)
-        except json.JSONDecodeError:
+        except RecursionError:
+            record, reason = None, "too_deeply_nested"
+        except ValueError:  # JSONDecodeError, and integers longer than Python's digit limit
             record = _literal(line) if python_literals else None
         if not isinstance(record, dict):
-            sink.reject(path, number, "invalid_json", "", line[:200])
+            sink.reject(path, number, reason, "", line[:200])
             continue
         yield number, record
 
@@ -134,7 +190,7 @@ def _literal(line: str) -> Any:
 
 def csv_records(
     path: Path,
-    sink: RecordSink,
+    sink: RejectSink,
     *,
     encoding: str = "utf-8",
     delimiter: str = ",",
@@ -230,23 +286,85 @@ def unescape_html(text: str) -> str:
     return html.unescape(text) if _HTML_ENTITY.search(text) else text
 
 
+class ValueShapeError(ValueError):
+    """A list or object where text was expected; ``reason`` is the reject reason."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+_SCALARS = (str, int, float)
+
+
+def text_value(value: Any, *, join_lists: bool = False) -> str | None:
+    """The one rule, for every adapter, turning a source value into text (not yet ``clean_text``-ed).
+
+    ``None`` stays None; a string is itself; ``true``/``false`` are written so; a number is ``str(number)``. A list
+    of scalars is, for attribute fields (``join_lists``), its non-empty values joined by ``", "``, the way RecGPT
+    writes genres; elsewhere (ids, titles, reviews) it is rejected as ``list_value``, since no one reading of a
+    list title or review is right. Objects, and lists that hold lists or objects, are rejected as ``nested_value``.
+
+    Example:
+        >>> text_value(12), text_value(["Reno", "Sparks"], join_lists=True), text_value(True)
+        ('12', 'Reno, Sparks', 'true')
+        >>> text_value(["A title"])
+        Traceback (most recent call last):
+        recgpt.data.sources.readers.ValueShapeError: list_value
+    """
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return str(value)
+    if isinstance(value, list | tuple) and all(part is None or isinstance(part, _SCALARS) for part in value):
+        if not join_lists:
+            raise ValueShapeError("list_value")
+        parts = (clean_text(text_value(part) or "") for part in value)  # nulls and empty values are left out
+        return ", ".join(part for part in parts if part)
+    raise ValueShapeError("nested_value")
+
+
+def _texts(sink: RecordSink, path: Path, line: int, fields: list[tuple[str, Any, bool]]) -> list[str | None] | None:
+    """``text_value`` of each ``(field, value, join_lists)``, or None after rejecting the row at the first bad one."""
+    texts = []
+    for name, value, join_lists in fields:
+        try:
+            texts.append(text_value(value, join_lists=join_lists))
+        except ValueShapeError as error:
+            sink.reject(path, line, error.reason, name, json.dumps(value, ensure_ascii=False, default=str)[:200])
+            return None
+    return texts
+
+
 def make_item(
     sink: RecordSink, path: Path, line: int, item_id: Any, title: Any, attributes: list[tuple[str, Any]], limits: Limits
 ) -> Item | None:
-    """Build and deliver an item, or reject it (``missing_id``, ``untitled_item``, ``field_too_large``)."""
-    if item_id is None or str(item_id).strip() == "":
+    """Build and deliver an item, or reject it (``missing_id``, ``untitled_item``, ``field_too_large``, and
+    ``text_value``'s ``list_value`` / ``nested_value``).
+
+    The title and attributes are HTML-unescaped and normalised by ``render.clean_text``, so what is stored is what
+    every line writes; attribute lists are joined (``text_value``).
+    """
+    fields = [("item_id", item_id, False), ("title", title, False)]
+    texts = _texts(sink, path, line, fields + [(label, value, True) for label, value in attributes])
+    if texts is None:
+        return None
+    identifier, title_raw, *values = texts
+    if identifier is None or identifier.strip() == "":
         sink.reject(path, line, "missing_id", "item_id")
         return None
-    title_text = unescape_html(str(title)).strip() if title is not None else ""
+    title_text = clean_text(unescape_html(title_raw)) if title_raw is not None else ""
     if not title_text:
-        sink.reject(path, line, "untitled_item", "title", str(item_id))
+        sink.reject(path, line, "untitled_item", "title", identifier.strip()[:200])
         return None
     if len(title_text) > limits.max_field_chars:
         sink.reject(path, line, "field_too_large", "title", title_text[:200])
         return None
-    cleaned = tuple((label, unescape_html(str(v)).strip()) for label, v in attributes if v not in (None, ""))
-    item = Item(str(item_id).strip(), title_text, tuple((k, v) for k, v in cleaned if v))
-    sink.item(item)
+    cleaned = ((label, clean_text(unescape_html(v))) for (label, _), v in zip(attributes, values, strict=True) if v)
+    item = Item(identifier.strip(), title_text, tuple((k, v) for k, v in cleaned if v))
+    sink.item(item, path, line)
     return item
 
 
@@ -269,15 +387,18 @@ def make_interaction(
     """Validate and deliver an interaction, or reject it with the reason and field.
 
     ``rating`` may be None (implicit feedback) unless ``rating_required``; a given rating must be a finite number
-    in ``[0, domain.rating_scale]``. The interaction's ``order`` (ties keep file order) is the line number unless
-    ``order`` gives a position across several files.
+    in ``[0, domain.rating_scale]``. The review is normalised by ``render.clean_text``. The interaction's
+    ``order`` (ties keep file order) is the line number unless ``order`` gives a position across several files.
     """
-    if user_id is None or str(user_id).strip() == "":
-        sink.reject(path, line, "missing_id", "user_id")
+    fields = [("user_id", user_id, False), ("item_id", item_id, False), ("review", review, False)]
+    texts = _texts(sink, path, line, fields)
+    if texts is None:
         return None
-    if item_id is None or str(item_id).strip() == "":
-        sink.reject(path, line, "missing_id", "item_id")
-        return None
+    user, item, review_raw = (text.strip() if text is not None else "" for text in texts)
+    for name, value in (("user_id", user), ("item_id", item)):
+        if not value:
+            sink.reject(path, line, "missing_id", name)
+            return None
     if timestamp is None and timestamp_required:
         sink.reject(path, line, "invalid_timestamp", "timestamp")
         return None
@@ -293,11 +414,11 @@ def make_interaction(
     elif rating_required:
         sink.reject(path, line, "invalid_rating", "rating", "")
         return None
-    text = str(review).strip() if review not in (None, "") else None
-    if text is not None and len(text) > limits.max_field_chars:
+    text = clean_text(review_raw) if review_raw else ""
+    if len(text) > limits.max_field_chars:
         sink.reject(path, line, "field_too_large", "review", text[:200])
         return None
     position = line if order is None else order
-    event = Interaction(str(user_id).strip(), str(item_id).strip(), timestamp, value, text or None, order=position)
+    event = Interaction(user, item, timestamp, value, text or None, order=position)
     sink.interaction(event)
     return event

@@ -18,10 +18,12 @@ from recgpt.data.sources.readers import (
     Options,
     Paths,
     RecordSink,
+    SourceFormatError,
     domain_from_options,
     make_interaction,
     make_item,
     parse_time,
+    text_lines,
 )
 
 # Titles RecBole and MovieLens use for a movie whose title is unknown (RecBole's ml-100k spells it "unkonwn").
@@ -57,15 +59,19 @@ def read_atomic(path: Path) -> Iterator[tuple[int, dict[str, str]]]:
         user_id:token\\titem_id:token\\trating:float      (header)
         196\\t242\\t3                                       -> (2, {"user_id": "196", "item_id": "242", "rating": "3"})
     """
-    with path.open(encoding="utf-8", newline="") as handle:
-        header = handle.readline().rstrip("\r\n").split("\t")
-        names = [column.split(":", 1)[0] for column in header]
-        for line_number, line in enumerate(handle, start=2):
-            values = line.rstrip("\r\n").split("\t")
-            if len(values) != len(names):
-                yield line_number, {"__malformed__": line}
-                continue
-            yield line_number, dict(zip(names, values, strict=True))
+    lines = text_lines(path)  # UTF-8, each line decoded on its own: an error names the file and line
+    header = next(lines, None)
+    if header is None:
+        return
+    names = [column.split(":", 1)[0] for column in header.rstrip("\r\n").split("\t")]
+    for line_number, line in enumerate(lines, start=2):
+        values = line.rstrip("\r\n").split("\t")
+        if not line.strip():
+            continue
+        if len(values) != len(names):
+            yield line_number, {"__malformed__": line}
+            continue
+        yield line_number, dict(zip(names, values, strict=True))
 
 
 def atomic_paths(folder: Path, dataset: str) -> dict[str, Path]:
@@ -84,6 +90,8 @@ def read_recbole(paths: Paths, sink: RecordSink, options: Options, limits: Limit
     title_field = options.get("title_field", "movie_title")
     year_field = options.get("year_field", "release_year")
     attribute_fields: Mapping[str, str] = options.get("attributes", {"Genres": "class"})
+    if not isinstance(attribute_fields, Mapping):
+        raise SourceFormatError(f"options.attributes: map item line labels to columns, got {attribute_fields!r}")
     domain = domain_from_options(options.get("domain"), MOVIELENS)
     for line, row in read_atomic(paths["items"]):
         if "__malformed__" in row:
