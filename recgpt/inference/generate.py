@@ -28,13 +28,19 @@ class Candidate:
 def load_model(model_dir: str | Path, device: str | None = None) -> tuple[Any, Any]:
     """Load a Hugging Face causal LM folder and its tokenizer (offline-safe, ``trust_remote_code`` for MPT).
 
-    The model goes to ``device`` (default: the first GPU when one is visible, in bfloat16; else the CPU, in
-    float32). The tokenizer pads on the left, as batched generation needs.
+    The one place recgpt loads a model for inference (``recgpt evaluate``, ``recommend``, ``serve``,
+    ``Recommender.from_pretrained``). The model goes to ``device`` (default: the first GPU when one is visible, in
+    bfloat16; else the CPU, in float32). The tokenizer pads on the left, as batched generation needs.
 
     Raises:
         FileNotFoundError: If ``model_dir`` has no ``config.json``.
+        ModelFolderError: A ``ValueError`` naming the folder and the ``recgpt checkpoint`` command to run, for
+            remote code the pinned transformers cannot import (2024 MPT / RecGPT hub folders) and for pickled
+            weights torch refuses to load (``recgpt.training.checkpoints.explain_load_errors``).
     """
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoTokenizer
+
+    from recgpt.training.checkpoints import explain_load_errors
 
     folder = Path(model_dir)
     adapter = folder / "adapter_config.json"
@@ -42,7 +48,8 @@ def load_model(model_dir: str | Path, device: str | None = None) -> tuple[Any, A
         raise FileNotFoundError(f"--model {folder}: not a Hugging Face model folder (no config.json)")
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
-    tokenizer = AutoTokenizer.from_pretrained(str(folder))
+    with explain_load_errors(folder):
+        tokenizer = AutoTokenizer.from_pretrained(str(folder))
     tokenizer.padding_side = "left"
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
@@ -50,16 +57,24 @@ def load_model(model_dir: str | Path, device: str | None = None) -> tuple[Any, A
         from peft import PeftModel
 
         base_path = json.loads(adapter.read_text(encoding="utf-8"))["base_model_name_or_path"]
-        base = AutoModelForCausalLM.from_pretrained(
-            base_path, config=inference_config(base_path), trust_remote_code=True, torch_dtype=dtype
-        )
+        base = _causal_lm(base_path, dtype)
         model = PeftModel.from_pretrained(base, str(folder)).merge_and_unload()
     else:
-        model = AutoModelForCausalLM.from_pretrained(
-            str(folder), config=inference_config(folder), trust_remote_code=True, torch_dtype=dtype
-        )
+        model = _causal_lm(folder, dtype)
     model.to(device).eval()
     return model, tokenizer
+
+
+def _causal_lm(folder: str | Path, dtype: torch.dtype) -> Any:
+    """``AutoModelForCausalLM`` of a folder (or hub id) with its inference config; load errors explained."""
+    from transformers import AutoModelForCausalLM
+
+    from recgpt.training.checkpoints import explain_load_errors
+
+    with explain_load_errors(Path(folder)):
+        return AutoModelForCausalLM.from_pretrained(
+            str(folder), config=inference_config(folder), trust_remote_code=True, torch_dtype=dtype
+        )
 
 
 def inference_config(folder: str | Path) -> Any:

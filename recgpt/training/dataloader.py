@@ -153,6 +153,102 @@ def tokenize_examples(examples: list[PromptResponse], collator: RecGPTCollator, 
     return [[tokens[index] for index in group] for group in bins]
 
 
+DROP_WARNING_SHARE = 0.05  # drop_last discarding more than this share of an epoch's sequences is logged
+
+
+@dataclass(frozen=True)
+class EpochShape:
+    """How composer's ``DistributedSampler`` and the ``DataLoader`` split one epoch across ranks.
+
+    Attributes:
+        sequences: Items of the dataset (packed sequences, or examples without packing).
+        batch_size: Sequences per batch on one rank (``device_batch_size``).
+        world_size: Ranks (processes) the sampler splits the data over.
+        drop_last: The loader's ``drop_last``: the sampler and the loader drop the remainder.
+    """
+
+    sequences: int
+    batch_size: int
+    world_size: int
+    drop_last: bool
+
+    @property
+    def per_rank(self) -> int:
+        """Sequences each rank gets: the remainder dropped, or padded with repeats without ``drop_last``."""
+        whole, remainder = divmod(self.sequences, self.world_size)
+        return whole if self.drop_last or not remainder else whole + 1
+
+    @property
+    def batches(self) -> int:
+        """Batches per epoch on each rank (the same on all).
+
+        Example:
+            >>> EpochShape(sequences=12, batch_size=16, world_size=1, drop_last=True).batches
+            0
+            >>> EpochShape(sequences=37, batch_size=8, world_size=2, drop_last=True).batches  # 18 per rank
+            2
+        """
+        whole, remainder = divmod(self.per_rank, self.batch_size)
+        return whole if self.drop_last or not remainder else whole + 1
+
+    @property
+    def dropped(self) -> int:
+        """Sequences no rank sees in an epoch (0 without ``drop_last``)."""
+        return self.sequences - self.batches * self.batch_size * self.world_size if self.drop_last else 0
+
+
+def check_epoch(shape: EpochShape, where: str, examples: int, packing: bool) -> None:
+    """Refuse a loader whose epoch has no batch; warn when ``drop_last`` discards more than 5% of the data.
+
+    A loader with zero batches makes composer loop over epochs forever doing nothing (nothing trained, nothing
+    evaluated), so it is an error at build time naming the numbers and the keys that change them.
+
+    Raises:
+        ValueError: If each rank gets no batch, with the sequences, batch sizes, world size and keys to change.
+    """
+    what = f"{shape.sequences} packed sequences (from {examples} examples)" if packing else f"{examples} examples"
+    ranks = f"{shape.world_size} rank{'s' if shape.world_size != 1 else ''}"
+    if shape.batches == 0:
+        raise ValueError(_no_batch_message(shape, where, what, ranks, examples, packing))
+    if shape.dropped > DROP_WARNING_SHARE * shape.sequences:
+        log.warning(
+            "%s: drop_last: true discards %d of %s (%.0f%%) every epoch: %d batches of %d per rank x %s use %d; "
+            "set drop_last: false, or a batch size that divides the data more evenly",
+            where,
+            shape.dropped,
+            what,
+            100 * shape.dropped / shape.sequences,
+            shape.batches,
+            shape.batch_size,
+            ranks,
+            shape.sequences - shape.dropped,
+        )
+
+
+def _no_batch_message(shape: EpochShape, where: str, what: str, ranks: str, examples: int, packing: bool) -> str:
+    """The error for an epoch without a batch: the arithmetic, then every key that fixes it."""
+    global_batch = shape.batch_size * shape.world_size
+    fixes = []
+    if shape.per_rank:
+        fixes.append(
+            f"a batch size of at most {shape.per_rank} per rank (global_train_batch_size <= "
+            f"{shape.per_rank * shape.world_size} for a train_loader, device_eval_batch_size <= {shape.per_rank} "
+            "for an eval_loader)"
+        )
+    else:
+        fixes.append(f"fewer processes than {shape.world_size} (composer -n)")
+    fixes.append("drop_last: false in this loader (the last, smaller batch is then used)")
+    if packing and examples // shape.world_size >= shape.batch_size:
+        fixes.append(f"dataset.packing: false in this loader ({examples} sequences, one example each)")
+    fixes.append(f"more data (at least {global_batch} sequences)")
+    return (
+        f"{where}: {what} make no batch: with drop_last: true and {ranks}, each rank gets {shape.per_rank} "
+        f"sequences, fewer than its batch of {shape.batch_size} (a global batch of {global_batch} = "
+        f"{shape.batch_size} per rank x {ranks}), so every epoch would run zero batches (a train_loader loops "
+        f"over epochs forever training nothing; an eval_loader measures nothing). Change one of: {'; '.join(fixes)}"
+    )
+
+
 def count_batch_tokens(batch: dict[str, torch.Tensor]) -> dict[str, int]:
     """Composer's token counter: real tokens (attention mask) and loss-generating tokens (labels)."""
     return {
@@ -175,23 +271,35 @@ def build_recgpt_finetuning_dataloader(
     """Build the loader llm-foundry calls for ``name: recgpt_finetuning`` and return a composer ``DataSpec``.
 
     Raises:
-        ValueError: For an unknown or missing ``dataset`` key (named), or a non-integer batch size.
+        ValueError: For an unknown or missing ``dataset`` key (named), a non-integer batch size, or data too
+            small for one batch per rank (``check_epoch``).
     """
     from composer import DataSpec
     from composer.utils import dist
 
-    if not float(device_batch_size).is_integer():
-        raise ValueError(f"device batch size must be an integer, got {device_batch_size}")
+    if not float(device_batch_size).is_integer() or device_batch_size < 1:
+        raise ValueError(
+            f"device batch size must be a positive integer, got {device_batch_size} (global_train_batch_size or "
+            "device_eval_batch_size divided by the number of ranks)"
+        )
     config = parse_dataset_config(dataset)
     examples = load_examples(config.hf_name, config.split)
     if not examples:
         raise ValueError(f"train_loader.dataset.hf_name: {config.hf_name} [{config.split}] holds no examples")
     log.info("recgpt_finetuning: %d examples from %s [%s]", len(examples), config.hf_name, config.split)
     collator = RecGPTCollator(tokenizer, config.max_seq_len, config.pad_to_max_seq_len)
-    dataset = tokenize_examples(examples, collator, config.packing)
-    sampler = dist.get_sampler(dataset, drop_last=drop_last, shuffle=config.shuffle, seed=config.shuffle_seed)
+    items = tokenize_examples(examples, collator, config.packing)
+    shape = EpochShape(len(items), int(device_batch_size), dist.get_world_size(), drop_last)
+    where = f"recgpt_finetuning {config.hf_name} [{config.split}]"
+    check_epoch(shape, where, len(examples), config.packing)
+    sampler = dist.get_sampler(
+        items,  # type: ignore[arg-type]  # a list is a map-style dataset
+        drop_last=drop_last,
+        shuffle=config.shuffle,
+        seed=config.shuffle_seed,
+    )
     loader = DataLoader(
-        dataset,  # type: ignore[arg-type]  # a list is a map-style dataset
+        items,  # type: ignore[arg-type]  # a list is a map-style dataset
         batch_size=int(device_batch_size),
         sampler=sampler,
         collate_fn=collator,
