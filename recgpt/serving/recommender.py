@@ -5,7 +5,9 @@ names a catalogue item and may carry the user's rating and review. Prompts are r
 functions (``recgpt.data.render``), so a served prompt is byte-identical to the benchmark's for the same
 history. Next items come from catalogue-constrained beam search (``recgpt.inference.trie``): every
 recommendation is a real catalogue item, and items the user has seen are never completed. Ratings are the
-expected value under the model's probabilities of the rating strings, so they always parse.
+expected value under the model's probabilities of the rating strings, so they always parse. A prompt longer than
+the model's context is shortened as in training (``recgpt.encoding.fit_prompt``: the oldest history events are left
+out); a request whose last line alone cannot fit (a rated item's review, say) is a ``RequestError`` naming it.
 
 Example::
 
@@ -32,7 +34,7 @@ import torch
 
 from recgpt.data.records import Domain, Interaction, Item
 from recgpt.data.render import format_rating, next_item_row, rating_row, render_event, render_item
-from recgpt.encoding import encode_response, fit_prompt
+from recgpt.encoding import ExampleTooLongError, encode_response, fit_prompt
 from recgpt.evaluation.next_item import Catalogue
 from recgpt.evaluation.rating import expectation
 from recgpt.inference.decoding import beam_search, score_continuations
@@ -183,6 +185,15 @@ class Recommender:
         lines = Catalogue.build(list(catalog.items), [catalog.text(i) for i in catalog.items], tokenizer)
         self.trie = lines.trie(tokenizer.eos_token_id)
         self.max_item_tokens = self.trie.depth + 1  # the longest item line, then EOS
+        self.context = context_length(model)
+        # What a prompt may hold: the context less the longest answer (an item line, or a rating string).
+        self.next_item_budget = self.context - self.max_item_tokens
+        self.rating_budget = self.context - max(len(tokens) for tokens in self.rating_tokens)
+        if self.next_item_budget <= 0:
+            raise ValueError(
+                f"catalog: the longest item line is {self.trie.depth} tokens, which leaves no room for a prompt in "
+                f"the model's context of {self.context} tokens; shorten the catalogue's titles or use a longer model"
+            )
         self.lock = threading.Lock()
 
     @classmethod
@@ -241,16 +252,22 @@ class Recommender:
             )
         return events
 
+    def _events(self, history: Sequence[HistoryEvent] | Sequence[Interaction]) -> list[Interaction]:
+        if history and all(isinstance(event, Interaction) for event in history):
+            return list(history)  # type: ignore[arg-type]
+        return self.parse_history(history)  # type: ignore[arg-type]
+
     def next_item_prompt(self, history: Sequence[HistoryEvent] | Sequence[Interaction]) -> str:
         """The pipeline's next-item prompt for a history (identifying lines, oldest first)."""
-        events = history if history and isinstance(history[0], Interaction) else self.parse_history(history)
         domain = self.catalog.domain
-        lines = [render_item(self.catalog.items[e.item_id], domain) for e in events]  # type: ignore[union-attr]
+        lines = [render_item(self.catalog.items[e.item_id], domain) for e in self._events(history)]
         return next_item_row(domain, lines, "")["prompt"]
 
     def rating_prompt(self, history: Sequence[HistoryEvent], item_id: str, review: str | None = None) -> str:
         """The pipeline's rating prompt: the history's full lines, then ``item_id``'s line ending in ``Rating:``."""
-        events = self.parse_history(history)
+        return self._rating_prompt(self.parse_history(history), item_id, review)
+
+    def _rating_prompt(self, events: Sequence[Interaction], item_id: str, review: str | None) -> str:
         if not isinstance(item_id, str) or item_id not in self.catalog.items:
             raise RequestError(f"item_id: unknown item {item_id!r}; it is not in the catalogue")
         if review is not None and not isinstance(review, str):
@@ -260,6 +277,55 @@ class Recommender:
         target = Interaction("request", item_id, None, None, review)
         hidden = render_event(items[item_id], target, domain.rating_scale, hide_rating=True)
         return rating_row(domain, lines, hidden, 0.0)["prompt"]
+
+    # -- fitting the model's context ----------------------------------------------------------------------------
+
+    def next_item_ids(self, history: Sequence[HistoryEvent] | Sequence[Interaction]) -> list[int]:
+        """The next-item prompt's token ids, fitted to the model's context as training fits it.
+
+        The oldest history events are dropped until the prompt and the longest item line fit
+        (``recgpt.encoding.fit_prompt``); the most recent event is always kept.
+
+        Raises:
+            RequestError: For a bad history, or naming the last event when its line alone does not fit.
+        """
+        events = self._events(history)
+        try:
+            return fit_prompt(self.tokenizer, self.next_item_prompt(events), self.next_item_budget)[0]
+        except ExampleTooLongError:
+            last = events[-1]
+            alone = len(self.tokenizer(self.next_item_prompt([last]))["input_ids"])
+            raise RequestError(
+                f"history[{len(events) - 1}].item_id: a prompt holding only item {last.item_id!r} is {alone} tokens, "
+                f"over the {self.next_item_budget} that the model's context of {self.context} tokens leaves after "
+                "the longest item line; end the history with another item"
+            ) from None
+
+    def rating_ids(self, history: Sequence[HistoryEvent], item_id: str, review: str | None = None) -> list[int]:
+        """The rating prompt's token ids, fitted to the model's context as training fits it.
+
+        The oldest history events are dropped until the prompt and the longest rating string fit; the rated
+        item's line (with its review) is always kept, so it alone must fit.
+
+        Raises:
+            RequestError: For a bad history or item, or naming ``review`` (or ``item_id``) and the limit when the
+                rated item's line alone does not fit.
+        """
+        events = self.parse_history(history)
+        try:
+            return fit_prompt(self.tokenizer, self._rating_prompt(events, item_id, review), self.rating_budget)[0]
+        except ExampleTooLongError:
+            alone = len(self.tokenizer(self._rating_prompt([], item_id, review))["input_ids"])
+            bare = len(self.tokenizer(self._rating_prompt([], item_id, None))["input_ids"])
+            limit = f"the {self.rating_budget} tokens the model's context of {self.context} tokens leaves"
+            if review and bare <= self.rating_budget:
+                room = self.rating_budget - bare
+                raise RequestError(
+                    f"review: {alone - bare} tokens ({len(review)} characters); with the rated item's line the "
+                    f"prompt is {alone} tokens, over {limit}; shorten the review to at most {room} tokens "
+                    f"(about {room * len(review) // (alone - bare)} characters)"
+                ) from None
+            raise RequestError(f"item_id: the line of item {item_id!r} alone is {bare} tokens, over {limit}") from None
 
     # -- answers ----------------------------------------------------------------------------------------------
 
@@ -309,10 +375,9 @@ class Recommender:
         seen_flags = [exclude_seen] * len(histories) if isinstance(exclude_seen, bool) else list(exclude_seen)
         extras = list(exclude) if exclude is not None else [()] * len(histories)
         prompts, exclusions = [], []
-        budget = context_length(self.model) - self.max_item_tokens
         for history, flag, extra in zip(histories, seen_flags, extras, strict=True):
             events = self.parse_history(history)
-            prompts.append(fit_prompt(self.tokenizer, self.next_item_prompt(events), budget)[0])
+            prompts.append(self.next_item_ids(events))
             blocked = self.check_exclude(extra)
             if flag:
                 blocked |= {e.item_id for e in events}
@@ -356,11 +421,7 @@ class Recommender:
         self, requests: Sequence[tuple[Sequence[HistoryEvent], str, str | None]]
     ) -> list[RatingEstimate]:
         """``predict_rating`` for several ``(history, item_id, review)`` in one model call."""
-        budget = context_length(self.model) - max(len(tokens) for tokens in self.rating_tokens)
-        prompts = [
-            fit_prompt(self.tokenizer, self.rating_prompt(history, item_id, review), budget)[0]
-            for history, item_id, review in requests
-        ]
+        prompts = [self.rating_ids(history, item_id, review) for history, item_id, review in requests]
         with self.lock:
             scores = score_continuations(self.model, prompts, self.rating_tokens, pad_id=self.tokenizer.pad_token_id)
         estimates = []

@@ -1,26 +1,33 @@
 """``recgpt serve``: the recommender behind an HTTP API (FastAPI on uvicorn).
 
 Endpoints: ``POST /v1/recommend``, ``POST /v1/rating``, ``GET /v1/items`` (catalogue search for the web page),
-``GET /healthz``, ``GET /metrics`` (Prometheus text format), ``GET /`` (the web page), and FastAPI's
-``/openapi.json`` and ``/docs``.
+``GET /healthz``, ``GET /metrics`` (Prometheus text format), ``GET /`` (the web page), ``GET /openapi.json`` and
+``GET /docs`` (the routes and schemas as one self-contained page: nothing is loaded from a CDN).
 
 Concurrent requests are queued and batched: a single model worker takes up to ``max_batch_size`` waiting
 requests of one kind (waiting at most ``max_wait_ms`` for a batch to fill) and answers them with one model call.
-The queue is bounded: when ``max_queue`` requests already wait, a request is answered 503 at once with
-``Retry-After``, so a flood degrades into quick refusals instead of timeouts. Bad requests are answered 4xx
-with a message naming the field to fix; the worker never sees them.
+A request joins a batch only once it is known to be answerable: its fields are checked and its prompt is fitted
+to the model's context first (oldest history events dropped, as in training), else it is answered 422 naming the
+field. If a batch still fails, its requests are answered one by one, so one request never fails another. The
+queue is bounded: when ``max_queue`` requests already wait, a request is answered 503 at once with
+``Retry-After``, so a flood degrades into quick refusals instead of timeouts.
+
+Every error is ``{"error": "<what is wrong and what to change>"}``, whatever the status. Every response is
+counted in ``recgpt_requests_total`` by route template (``/v1/recommend``; ``unmatched`` for any other path)
+and status.
 """
 
 from __future__ import annotations
 
 import asyncio
+import html
+import json
 import logging
 import os
-import secrets
 import socket
 import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
@@ -31,9 +38,22 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from pydantic import BaseModel, ConfigDict, Field
+from starlette.exceptions import HTTPException
 
+from recgpt.serving.layers import Guarded, Observed, h11_protocol, is_loopback, problem
 from recgpt.serving.recommender import Recommender, RequestError
+from recgpt.serving.schemas import (
+    ERRORS,
+    CatalogItem,
+    History,
+    Item,
+    RatingRequest,
+    RatingResponse,
+    RecommendRequest,
+    RecommendResponse,
+    shown,
+    validation_message,
+)
 
 log = logging.getLogger(__name__)
 PAGE = Path(__file__).with_name("page.html")
@@ -47,7 +67,8 @@ class ServeConfig:
         model: A Hugging Face model folder (ours, a LoRA export, or RecGPT-7B-Instruct with updated code).
         catalog: The prepared data folder (or a benchmark's ``items.jsonl``) whose items may be recommended.
         benchmark: The data folder's benchmark, when it has several.
-        host, port: Where to listen (port 0 picks a free one; the address is logged).
+        host, port: Where to listen (port 0 picks a free one; the address is logged). A host other than a
+            loopback address without ``api_key_env`` is served, with a warning.
         max_batch_size: Requests answered by one model call (1 turns batching off).
         max_wait_ms: How long the worker waits for a batch to fill once a request is waiting.
         max_queue: Requests allowed to wait; one more is answered 503.
@@ -55,8 +76,12 @@ class ServeConfig:
         max_k: The largest ``k`` a request may ask for.
         max_history: The most events a history may hold.
         max_body_bytes: Larger request bodies are answered 413.
+        read_timeout_s: A client must send a request's headers within this many seconds of connecting (or of their
+            first byte, on a kept-alive connection), else the connection is closed; and its body within this many
+            seconds of the headers, else it is answered 408 and the connection closed.
+        keep_alive_s: An idle kept-alive connection is closed after this many seconds.
         api_key_env: The environment variable holding the API key; null serves without authentication. With a
-            key, ``/v1/*`` needs ``Authorization: Bearer <key>`` (or ``X-API-Key: <key>``).
+            key, ``/v1/*`` needs ``Authorization: Bearer <key>`` (scheme in any case) or ``X-API-Key: <key>``.
         threads: Torch CPU threads (null: torch's default).
     """
 
@@ -72,75 +97,27 @@ class ServeConfig:
     max_k: int = 50
     max_history: int = 200
     max_body_bytes: int = 256 * 1024
+    read_timeout_s: float = 30.0
+    keep_alive_s: float = 5.0
     api_key_env: str | None = None
     threads: int | None = None
 
+    def check(self) -> None:
+        """Refuse values the service cannot run with.
 
-# -- request and response schemas (the OpenAPI schema is generated from these) --------------------------------
-
-
-class Event(BaseModel):
-    """One history event: a catalogue item, with the user's rating and review when known."""
-
-    model_config = ConfigDict(extra="forbid")
-    item_id: str = Field(min_length=1, max_length=256, examples=["50"])
-    rating: float | None = Field(default=None, examples=[5.0])
-    review: str | None = Field(default=None, max_length=10_000)
-    timestamp: float | None = None
-
-
-History = list[str | Event]
-HISTORY_DOC = "Oldest first: item ids, or events with item_id and optional rating and review"
-
-
-class RecommendRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    history: History = Field(description=HISTORY_DOC, examples=[["50", {"item_id": "181", "rating": 4.0}]])
-    k: int = Field(default=10, description="How many items to return")
-    exclude_seen: bool = Field(default=True, description="Never recommend an item of the history")
-    exclude: list[str] = Field(
-        default_factory=list,
-        max_length=100_000,
-        description="More item ids never to recommend, e.g. everything the user saw before the history window",
-    )
-
-
-class Item(BaseModel):
-    item_id: str
-    title: str
-    text: str = Field(description="The item's line as the model writes it")
-    score: float = Field(description="Length-normalised log-probability of the line; higher is better")
-    probability: float = Field(description="The model's probability of the whole line")
-
-
-class RecommendResponse(BaseModel):
-    items: list[Item]
-
-
-class RatingRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    history: History = Field(description=HISTORY_DOC)
-    item_id: str = Field(min_length=1, max_length=256, description="The catalogue item to rate")
-    review: str | None = Field(default=None, max_length=10_000, description="The user's review of it, if written")
-
-
-class RatingResponse(BaseModel):
-    item_id: str
-    rating: float = Field(description="Expected rating under the model's probabilities of the rating strings")
-    distribution: dict[str, float]
-
-
-class CatalogItem(BaseModel):
-    item_id: str
-    title: str
-    text: str
-
-
-class Problem(BaseModel):
-    error: str = Field(description="What is wrong and how to fix it")
-
-
-ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": Problem} for code in (400, 401, 413, 422, 503)}
+        Raises:
+            ValueError: Naming the key and its allowed range.
+        """
+        for key in ("max_batch_size", "max_queue", "num_beams", "max_k", "max_history", "max_body_bytes"):
+            if getattr(self, key) < 1:
+                raise ValueError(f"{key}: expected a whole number of at least 1, got {getattr(self, key)}")
+        if not self.max_wait_ms >= 0:
+            raise ValueError(f"max_wait_ms: expected 0 or more milliseconds, got {self.max_wait_ms}")
+        for key in ("read_timeout_s", "keep_alive_s"):
+            if not getattr(self, key) > 0:
+                raise ValueError(f"{key}: expected a number of seconds above 0, got {getattr(self, key)}")
+        if not 0 <= self.port <= 65535:
+            raise ValueError(f"port: expected 0 to 65535, got {self.port}")
 
 
 # -- batching ---------------------------------------------------------------------------------------------------
@@ -159,7 +136,7 @@ class _Job:
 
 
 class Batcher:
-    """Queue requests and answer them in batches on one model thread."""
+    """Queue requests and answer them in batches on one model thread; a failing batch is answered one by one."""
 
     def __init__(
         self,
@@ -202,31 +179,46 @@ class Batcher:
         except (TimeoutError, asyncio.QueueEmpty):
             return None
 
+    async def _fill(self) -> list[_Job]:
+        """The next batch: the first waiting request and up to ``max_batch_size - 1`` more of its kind and key."""
+        loop = asyncio.get_running_loop()
+        first = await self._next(None)
+        assert first is not None
+        batch, other = [first], []
+        deadline = loop.time() + self.max_wait_s
+        while len(batch) < self.max_batch_size:
+            job = await self._next(deadline - loop.time())
+            if job is None:
+                break
+            (batch if (job.kind, job.key) == (first.kind, first.key) else other).append(job)
+        self.held = other + self.held
+        self.queue_depth.set(self.queue.qsize() + len(self.held))
+        return [job for job in batch if not job.future.done()]  # a client that hung up is not computed
+
+    async def _answer(self, kind: str, key: Any, jobs: list[_Job]) -> list[Any]:
+        """Each job's answer, or the exception that is its answer; a failed batch is retried one job at a time."""
+        try:
+            handler = self.handlers[kind]
+            answers = await asyncio.get_running_loop().run_in_executor(
+                self.executor, handler, key, [job.payload for job in jobs]
+            )
+            if len(answers) != len(jobs):
+                raise RuntimeError(f"the {kind} handler gave {len(answers)} answers for {len(jobs)} requests")
+            return answers
+        except Exception as error:
+            if len(jobs) > 1:
+                log.warning("a batch of %d %s requests failed (%r); answering them one by one", len(jobs), kind, error)
+                return [(await self._answer(kind, key, [job]))[0] for job in jobs]
+            return [error]  # the request's own error: a RequestError is its 422, anything else its logged 500
+
     async def run(self) -> None:
         """The worker loop: fill a batch of one kind, run it on the model thread, answer each request."""
-        loop = asyncio.get_running_loop()
         while True:
-            first = await self._next(None)
-            assert first is not None
-            batch, other = [first], []
-            deadline = loop.time() + self.max_wait_s
-            while len(batch) < self.max_batch_size:
-                job = await self._next(deadline - loop.time())
-                if job is None:
-                    break
-                (batch if (job.kind, job.key) == (first.kind, first.key) else other).append(job)
-            self.held = other + self.held
-            self.queue_depth.set(self.queue.qsize() + len(self.held))
-            live = [job for job in batch if not job.future.done()]  # a client that hung up is not computed
+            live = await self._fill()
             if not live:
                 continue
-            self.batch_sizes.labels(first.kind).observe(len(live))
-            handler = self.handlers[first.kind]
-            try:
-                answers = await loop.run_in_executor(self.executor, handler, first.key, [job.payload for job in live])
-            except Exception as error:  # answer every waiting request rather than leaving it hanging
-                log.exception("model call failed for a batch of %d", len(live))
-                answers = [error] * len(live)
+            self.batch_sizes.labels(live[0].kind).observe(len(live))
+            answers = await self._answer(live[0].kind, live[0].key, live)
             for job, answer in zip(live, answers, strict=True):
                 if job.future.done():
                     continue
@@ -239,64 +231,81 @@ class Batcher:
 # -- the application ----------------------------------------------------------------------------------------------
 
 
-def _where(location: tuple[Any, ...]) -> str:
-    """``("body", "history", 2, "Event", "rating")`` -> ``history[2].rating``."""
-    path = ""
-    for part in location[1:] if location and location[0] == "body" else location:
-        if isinstance(part, int):
-            path += f"[{part}]"
-        elif part in ("str", "Event") or "[" in str(part):  # pydantic's union-member labels
-            continue
+def docs_page(schema: dict[str, Any]) -> str:
+    """The API's routes, parameters and schemas as one HTML page with no scripts and no external assets."""
+    parts = [f"<h1>{html.escape(schema['info']['title'])} {html.escape(schema['info']['version'])}</h1>"]
+    parts.append(f"<p>{html.escape(schema['info'].get('description', ''))}</p>")
+    parts.append('<p>The machine-readable schema is <a href="/openapi.json">/openapi.json</a>.</p>')
+    for path, methods in schema["paths"].items():
+        for method, operation in methods.items():
+            parts.append(f"<h2><code>{method.upper()} {html.escape(path)}</code></h2>")
+            parts.append(f"<p>{html.escape(operation.get('description') or operation.get('summary', ''))}</p>")
+            for parameter in operation.get("parameters", []):
+                parts.append(f"<p>Query <code>{html.escape(parameter['name'])}</code></p>")
+            body = operation.get("requestBody", {}).get("content", {}).get("application/json", {}).get("schema")
+            if body:
+                parts.append(f"<p>Body: <code>{html.escape(body.get('$ref', '').rsplit('/', 1)[-1])}</code></p>")
+            codes = ", ".join(html.escape(code) for code in operation.get("responses", {}))
+            parts.append(f"<p>Responses: {codes}</p>")
+    parts.append("<h2>Schemas</h2>")
+    for name, component in schema.get("components", {}).get("schemas", {}).items():
+        parts.append(f"<h3 id='{html.escape(name)}'>{html.escape(name)}</h3>")
+        parts.append(f"<pre>{html.escape(json.dumps(component, indent=2))}</pre>")
+    style = "body{font-family:system-ui,sans-serif;max-width:60rem;margin:2rem auto;padding:0 1rem}pre{overflow:auto}"
+    return f"<!doctype html><meta charset=utf-8><title>recgpt API</title><style>{style}</style>" + "".join(parts)
+
+
+def _install_error_handlers(app: FastAPI, config: ServeConfig) -> None:
+    """Answer every error FastAPI and Starlette raise as ``{"error": ...}``."""
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, error: RequestValidationError) -> JSONResponse:
+        problems = error.errors()
+        kind = request.headers.get("content-type", "")
+        subtype = kind.split(";")[0].strip().lower().partition("/")[2]
+        if request.method == "POST" and subtype != "json" and not subtype.endswith("+json"):  # FastAPI's rule
+            shown = f"Content-Type {kind!r}" if kind else "no Content-Type"
+            return problem(415, f"the body must be JSON: send it with 'Content-Type: application/json' ({shown})")
+        broken = next((p for p in problems if p.get("type") == "json_invalid"), None)
+        if broken is not None:
+            detail = broken.get("ctx", {}).get("error", "")
+            return problem(400, f"the body is not valid JSON ({detail}); send a JSON object")
+        return problem(422, validation_message(list(problems)))
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, error: HTTPException) -> JSONResponse:
+        headers = dict(error.headers or {})
+        path = shown(request.url.path)
+        if error.status_code == 400:  # FastAPI's "There was an error parsing the body": not UTF-8, say
+            message = "the body is not valid JSON (it could not be decoded); send a JSON object in UTF-8"
+        elif error.status_code == 404:
+            message = f"no route {path}; the routes are listed at /docs and /openapi.json"
+        elif error.status_code == 405:
+            message = f"{request.method} is not allowed on {path}; use {headers.get('Allow', 'another method')}"
         else:
-            path += f".{part}" if path else str(part)
-    return path or "body"
+            message = str(error.detail)
+        return problem(error.status_code, message, **headers)
+
+    @app.exception_handler(RequestError)
+    async def bad_request(_request: Request, error: RequestError) -> JSONResponse:
+        return problem(422, str(error))
+
+    @app.exception_handler(Overloaded)
+    async def overloaded(_request: Request, _error: Overloaded) -> JSONResponse:
+        return problem(503, f"busy: {config.max_queue} requests are waiting; retry shortly", **{"Retry-After": "1"})
+
+    @app.exception_handler(Exception)
+    async def failed(_request: Request, error: Exception) -> JSONResponse:
+        return problem(500, f"internal error ({type(error).__name__}); the server log has the details")
 
 
-def _problem(status: int, message: str, **headers: str) -> JSONResponse:
-    return JSONResponse({"error": message}, status_code=status, headers=headers or None)
-
-
-class BodyLimit:
-    """ASGI middleware answering 413 to a body over ``limit`` bytes, declared or streamed, before it is parsed."""
-
-    def __init__(self, app: Any, limit: int) -> None:
-        self.app, self.limit = app, limit
-
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        declared = dict(scope.get("headers") or []).get(b"content-length")
-        too_big = f"the request body is over {self.limit} bytes; send a shorter history"
-        if declared is not None and declared.isdigit() and int(declared) > self.limit:
-            return await _problem(413, too_big)(scope, receive, send)
-        received, refused = 0, False
-
-        async def limited() -> dict[str, Any]:
-            nonlocal received, refused
-            if refused:
-                return {"type": "http.disconnect"}
-            message = await receive()
-            received += len(message.get("body", b""))
-            if received > self.limit:  # a streamed body: answer now, and let the app see a client that left
-                refused = True
-                await _problem(413, too_big)(scope, receive, send)
-                return {"type": "http.disconnect"}
-            return message
-
-        async def guarded(message: dict[str, Any]) -> None:
-            if not refused:
-                await send(message)
-
-        await self.app(scope, limited, guarded)
-
-
-def build_app(recommender: Recommender, config: ServeConfig) -> FastAPI:
-    """The FastAPI application serving ``recommender`` as ``config`` says."""
-    registry = CollectorRegistry()
-    requests_total = Counter("recgpt_requests", "HTTP requests answered", ["endpoint", "status"], registry=registry)
+def _metrics(registry: CollectorRegistry) -> tuple[Counter, Histogram, Histogram, Gauge]:
+    requests_total = Counter(
+        "recgpt_requests", "HTTP responses by route template and status", ["endpoint", "status"], registry=registry
+    )
     latency = Histogram(
         "recgpt_request_seconds",
-        "Time to answer a request",
+        "Time to answer a request, by route template",
         ["endpoint"],
         buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
         registry=registry,
@@ -305,7 +314,14 @@ def build_app(recommender: Recommender, config: ServeConfig) -> FastAPI:
         "recgpt_batch_size", "Requests per model call", ["kind"], buckets=(1, 2, 4, 8, 16, 32, 64), registry=registry
     )
     queue_depth = Gauge("recgpt_queue_depth", "Requests waiting for the model", registry=registry)
+    return requests_total, latency, batch_sizes, queue_depth
 
+
+def build_app(recommender: Recommender, config: ServeConfig) -> Any:
+    """The ASGI application serving ``recommender`` as ``config`` says (FastAPI inside its guarding layers)."""
+    config.check()
+    registry = CollectorRegistry()
+    requests_total, latency, batch_sizes, queue_depth = _metrics(registry)
     catalog = recommender.catalog
     batcher = Batcher(
         {
@@ -337,60 +353,12 @@ def build_app(recommender: Recommender, config: ServeConfig) -> FastAPI:
         title="recgpt",
         version="0.1.0",
         description="Next-item recommendations and rating predictions from a RecGPT-style language model. "
-        "Every recommended item is a real catalogue item.",
+        'Every recommended item is a real catalogue item. Every error is {"error": "..."}.',
         lifespan=lifespan,
+        docs_url=None,  # FastAPI's Swagger UI and ReDoc load their assets from a CDN; /docs is served below
+        redoc_url=None,
     )
-
-    @app.middleware("http")
-    async def observe(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-        start = time.perf_counter()
-        path = request.url.path
-        if path.startswith("/v1/") and api_key is not None:
-            given = request.headers.get("x-api-key") or request.headers.get("authorization", "").removeprefix("Bearer ")
-            if not secrets.compare_digest(given.encode(), api_key.encode()):
-                response: Response = _problem(
-                    401, "missing or wrong API key: send 'Authorization: Bearer <key>' or 'X-API-Key: <key>'"
-                )
-                requests_total.labels(path, "401").inc()
-                return response
-        response = await call_next(request)
-        if path in ("/v1/recommend", "/v1/rating", "/v1/items"):
-            requests_total.labels(path, str(response.status_code)).inc()
-            latency.labels(path).observe(time.perf_counter() - start)
-        return response
-
-    @app.exception_handler(RequestValidationError)
-    async def invalid(_request: Request, error: RequestValidationError) -> JSONResponse:
-        problems = error.errors()
-        if any(p.get("type") == "json_invalid" for p in problems):
-            detail = next(p for p in problems if p.get("type") == "json_invalid").get("ctx", {}).get("error", "")
-            return _problem(400, f"the body is not valid JSON ({detail}); send a JSON object")
-        messages = []
-        union_members = ("str", "Event")
-        for p in problems:
-            location = tuple(p.get("loc", ()))
-            member = next((i for i, part in enumerate(location) if part in union_members), None)
-            message = p.get("msg", "invalid")
-            if p.get("type") == "missing":
-                message = "required"
-            elif p.get("type") == "extra_forbidden":
-                message = "unknown field; use item_id, rating, review" if member is not None else "unknown field"
-            if member is not None and member == len(location) - 1:
-                # the value fits neither a string nor an event: say what it may be
-                deeper = [q for q in problems if tuple(q.get("loc", ()))[:member] == location[:member]]
-                if any(len(q.get("loc", ())) > member + 1 for q in deeper):
-                    continue  # it is an event object with a bad field; that field's message says more
-                message = "expected an item id (a string) or an object with item_id and optional rating, review"
-            messages.append(f"{_where(location)}: {message}")
-        return _problem(422, "; ".join(list(dict.fromkeys(messages))[:5]))
-
-    @app.exception_handler(RequestError)
-    async def bad_request(_request: Request, error: RequestError) -> JSONResponse:
-        return _problem(422, str(error))
-
-    @app.exception_handler(Overloaded)
-    async def overloaded(_request: Request, _error: Overloaded) -> JSONResponse:
-        return _problem(503, f"busy: {config.max_queue} requests are waiting; retry shortly", **{"Retry-After": "1"})
+    _install_error_handlers(app, config)
 
     def plain(history: History) -> list[Any]:
         return [event if isinstance(event, str) else event.model_dump(exclude_none=True) for event in history]
@@ -401,7 +369,7 @@ def build_app(recommender: Recommender, config: ServeConfig) -> FastAPI:
         if not 1 <= body.k <= min(config.max_k, len(catalog.items)):
             raise RequestError(f"k: expected a whole number from 1 to {min(config.max_k, len(catalog.items))}")
         history = plain(body.history)
-        recommender.parse_history(history)  # a bad request is refused here, never in a batch
+        recommender.next_item_ids(history)  # a request that cannot be answered is refused here, never in a batch
         recommender.check_exclude(body.exclude)
         found = await batcher.submit("recommend", (body.k, body.exclude_seen), (history, body.exclude))
         return RecommendResponse(items=[Item(**vars(item)) for item in found])
@@ -410,11 +378,11 @@ def build_app(recommender: Recommender, config: ServeConfig) -> FastAPI:
     async def rating(body: RatingRequest) -> RatingResponse:
         """The rating the user would give ``item_id`` after the history."""
         history = plain(body.history)
-        recommender.rating_prompt(history, body.item_id, body.review)  # validates history and item
+        recommender.rating_ids(history, body.item_id, body.review)  # validates history, item and length
         estimate = await batcher.submit("rating", None, (history, body.item_id, body.review))
         return RatingResponse(**vars(estimate))
 
-    @app.get("/v1/items", response_model=list[CatalogItem])
+    @app.get("/v1/items", response_model=list[CatalogItem], responses=ERRORS)
     async def items(query: str = "", limit: int = 20) -> list[CatalogItem]:
         """Catalogue items whose title contains ``query`` (case-insensitive), for building a history."""
         needle = query.casefold().strip()
@@ -433,14 +401,19 @@ def build_app(recommender: Recommender, config: ServeConfig) -> FastAPI:
 
     @app.get("/metrics")
     async def metrics() -> Response:
-        """Prometheus metrics: requests by endpoint and status, latency, batch sizes, queue depth."""
+        """Prometheus metrics: responses by route template and status, latency, batch sizes, queue depth."""
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/docs", response_class=HTMLResponse, include_in_schema=False)
+    async def docs() -> HTMLResponse:
+        return HTMLResponse(docs_page(app.openapi()))
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def page() -> HTMLResponse:
         return HTMLResponse(PAGE.read_text(encoding="utf-8"))
 
-    return BodyLimit(app, config.max_body_bytes)  # type: ignore[return-value]
+    guarded = Guarded(app, config.max_body_bytes, config.read_timeout_s, api_key)
+    return Observed(guarded, app.router.routes, requests_total, latency)
 
 
 def load_recommender(config: ServeConfig) -> Recommender:
@@ -461,15 +434,34 @@ def load_recommender(config: ServeConfig) -> Recommender:
 def _server(app: Any, config: ServeConfig) -> tuple[Any, socket.socket]:
     import uvicorn
 
-    sock = socket.socket(socket.AF_INET6 if ":" in config.host else socket.AF_INET)
+    if not is_loopback(config.host) and not config.api_key_env:
+        log.warning(
+            "listening on %s without an API key: anyone who can reach this port can use the API; set api_key_env "
+            "(e.g. api_key_env=RECGPT_API_KEY with that variable set) or listen on host=127.0.0.1",
+            config.host,
+        )
+    # IPPROTO_TCP, not the default 0: asyncio sets TCP_NODELAY on accepted connections only for sockets whose
+    # protocol is TCP; without it every response on a kept-alive connection waits ~40 ms for delayed ACKs (Nagle).
+    family = socket.AF_INET6 if ":" in config.host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     sock.bind((config.host, config.port))
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, timeout_keep_alive=30))
+    server = uvicorn.Server(
+        uvicorn.Config(
+            app,
+            log_level="warning",
+            access_log=False,
+            http=h11_protocol(config.read_timeout_s),
+            timeout_keep_alive=config.keep_alive_s,  # type: ignore[arg-type]
+        )
+    )
     return server, sock
 
 
 def serve(config: ServeConfig) -> None:
     """Run the service until interrupted; logs the address it listens on."""
+    config.check()
     app = build_app(load_recommender(config), config)
     server, sock = _server(app, config)
     host, port = sock.getsockname()[:2]
@@ -491,7 +483,7 @@ def running(recommender: Recommender, config: ServeConfig) -> Iterator[str]:
         time.sleep(0.01)
     host, port = sock.getsockname()[:2]
     try:
-        yield f"http://{host}:{port}"
+        yield f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
     finally:
         server.should_exit = True
         thread.join(timeout=30)

@@ -120,6 +120,21 @@ def test_bad_k_and_unknown_rating_item(recommender):
         recommender.predict_rating(["50"], "nope")
 
 
+def test_long_histories_are_fitted_as_in_training_and_a_review_that_cannot_fit_is_named(recommender):
+    from recgpt.encoding import fit_prompt
+
+    history = (list(recommender.catalog.items)[:30] * 7)[:200]
+    prompt = recommender.rating_prompt(history, "1")
+    kept = recommender.rating_ids(history, "1")
+    assert kept == fit_prompt(recommender.tokenizer, prompt, recommender.rating_budget)[0]
+    assert len(recommender.tokenizer(prompt)["input_ids"]) > recommender.context >= len(kept)
+    assert recommender.predict_rating(history, "1").rating > 0
+    with pytest.raises(RequestError, match=r"^review: \d+ tokens \(992 characters\); with the rated item's line"):
+        recommender.predict_rating(["50"], "1", review="What a film. " * 76 + "Wow.")
+    with pytest.raises(RequestError, match=r"^review: .*shorten the review to at most \d+ tokens \(about \d+ char"):
+        recommender.rating_ids(["50"], "1", review="What a film. " * 76 + "Wow.")
+
+
 def test_catalog_loads_from_its_folder_or_items_file(prepared: Path, tmp_path: Path):
     from_folder = Catalog.load(prepared)
     from_file = Catalog.load(prepared / "benchmark" / "ml-100k" / "items.jsonl")

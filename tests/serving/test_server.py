@@ -68,18 +68,18 @@ BAD = [
     ("/v1/recommend", {"history": []}, 422, "history: empty"),
     ("/v1/recommend", {"history": ["99999"]}, 422, "history[0].item_id: unknown item '99999'"),
     ("/v1/recommend", {"history": [50]}, 422, "history[0]: expected an item id (a string) or an object"),
-    ("/v1/recommend", {"history": "50"}, 422, "history: Input should be a valid list"),
+    ("/v1/recommend", {"history": "50"}, 422, 'history: expected a list, got "50"'),
     ("/v1/recommend", {"history": ["50"] * 201}, 422, "history: 201 events; at most 200"),
     ("/v1/recommend", {"history": ["50"], "k": 0}, 422, "k: expected a whole number from 1 to 50"),
-    ("/v1/recommend", {"history": ["50"], "k": "ten"}, 422, "k: Input should be a valid integer"),
+    ("/v1/recommend", {"history": ["50"], "k": "ten"}, 422, 'k: expected a whole number, got "ten"'),
     ("/v1/recommend", {"histroy": ["50"]}, 422, "history: required; histroy: unknown field"),
     ("/v1/recommend", {"history": [{"item_id": "50", "rating": 9}]}, 422, "history[0].rating: expected a number"),
     ("/v1/recommend", {"history": [{"item_id": "50", "stars": 3}]}, 422, "history[0].stars: unknown field"),
-    ("/v1/recommend", [1, 2], 422, "body: Input should be a valid dictionary"),
+    ("/v1/recommend", [1, 2], 422, "body: expected a JSON object, got [1, 2]"),
     ("/v1/recommend", {"history": ["50"], "exclude": ["nope"]}, 422, "exclude[0]: unknown item 'nope'"),
     ("/v1/rating", {"history": ["50"]}, 422, "item_id: required"),
     ("/v1/rating", {"history": ["50"], "item_id": "nope"}, 422, "item_id: unknown item 'nope'"),
-    ("/v1/rating", {"history": ["50"], "item_id": "1", "review": 5}, 422, "review: Input should be a valid string"),
+    ("/v1/rating", {"history": ["50"], "item_id": "1", "review": 5}, 422, "review: expected a string, got 5"),
 ]
 
 
@@ -143,6 +143,8 @@ def test_a_full_queue_answers_503_at_once_and_then_serves_the_rest(recommender):
             refused = [post() for _ in range(3)]
             gate.open.set()
             served = [first.result(), *(w.result() for w in waiting)]
+        metrics = requests.get(f"{base}/metrics", timeout=10).text
+    assert 'recgpt_requests_total{endpoint="/v1/recommend",status="503"} 3.0' in metrics
     assert [r.status_code for r in refused] == [503] * 3
     assert refused[0].headers["Retry-After"] == "1" and "busy" in refused[0].json()["error"]
     assert [r.status_code for r in served] == [200] * 3
@@ -223,5 +225,11 @@ def test_a_person_builds_a_history_on_the_web_page_and_sees_scored_recommendatio
         assert first[1].text == recommender.catalog.items[shown[0]].title
         assert float(first[2].text) < 0  # a log-probability score
         assert browser.find_element(By.ID, "error").text == ""
+        k.clear()
+        k.send_keys("999")  # refused by the service: the old rows go, the error shows
+        browser.find_element(By.ID, "recommend").click()
+        wait.until(lambda b: b.find_element(By.ID, "error").text != "")
+        assert browser.find_element(By.ID, "error").text == "k: expected a whole number from 1 to 50"
+        assert browser.find_elements(By.CSS_SELECTOR, "#recommendations tbody tr") == []
     finally:
         browser.quit()
