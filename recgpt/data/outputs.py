@@ -38,7 +38,10 @@ class OutputSettings:
         weights: Pre-training mixing weight per source: a user's documents are written ``floor(w)`` times, plus
             once more for a seeded ``frac(w)`` share of users (0.5 keeps half the users, 2 doubles them).
         finetune_on_benchmark: Benchmark sources whose training events also give instruction rows.
-        seed: Seeds the weights' user choice.
+        seed: Seeds the weights' user choice and the cut points.
+        next_item_cut_points: None for RecGPT's next-item rows (the last ``examples_per_user`` ends); N for
+            next-item rows at up to N distinct seeded cut points of each training history (or chunk), ``"all"``
+            for every cut point (see ``cut_points``); rating rows are unchanged either way.
     """
 
     examples_per_user: int = 1
@@ -46,6 +49,7 @@ class OutputSettings:
     weights: dict[str, float] | None = None
     finetune_on_benchmark: frozenset[str] = frozenset()
     seed: int = 17
+    next_item_cut_points: int | str | None = None
 
 
 def unit_hash(text: str) -> float:
@@ -54,19 +58,57 @@ def unit_hash(text: str) -> float:
 
 
 def training_rows(
-    domain: Domain, events: Sequence[Event], per_user: int
+    domain: Domain, events: Sequence[Event], per_user: int, next_item: bool = True
 ) -> Iterator[tuple[dict[str, str], list[Event]]]:
     """Instruction rows from one user's (or chunk's) training events, with the events each was rendered from.
 
     For each end ``e`` (the whole history, then one event shorter, ``per_user`` times), as in RecGPT: the
     next-item row shows events ``1..e-1`` (identifying lines) and answers event ``e``; the rating row shows events
-    ``1..e-1`` (full lines), the last one's rating removed and used as the response.
+    ``1..e-1`` (full lines), the last one's rating removed and used as the response. ``next_item=False`` gives the
+    rating rows only (the next-item rows then come from ``cut_point_rows``).
     """
     for end in range(len(events), max(len(events) - per_user, 1), -1):
         shown = list(events[: end - 1])
-        yield next_item_row(domain, [e.text for e in shown], events[end - 1].text), list(events[:end])
+        if next_item:
+            yield next_item_row(domain, [e.text for e in shown], events[end - 1].text), list(events[:end])
         if shown[-1].rating is not None:
             yield rating_row(domain, [e.line for e in shown[:-1]], shown[-1].hidden, shown[-1].rating), shown
+
+
+def cut_points(events: Sequence[Event], count: int | str, salt: str) -> list[int]:
+    """Distinct cut positions ``c`` (``1 <= c < len(events)``) of a history, latest first: ``count`` of them, or
+    every one for ``"all"`` or when the history has no more.
+
+    The choice is seeded: positions are taken in the order of a stable hash of ``salt`` and each event's file
+    order (``unit_hash``), so a rerun, another machine or another Python draws the same cut points. The row of
+    cut ``c`` shows events ``0..c-1`` and answers event ``c``.
+
+    Example:
+        Six events and ``count=3`` give three distinct positions out of ``1..5``, e.g. ``[5, 3, 2]``; ``"all"``
+        gives ``[5, 4, 3, 2, 1]``; one event gives ``[]`` (no history to show).
+    """
+    positions = list(range(1, len(events)))
+    if count != "all" and int(count) < len(positions):
+        positions = sorted(positions, key=lambda p: (unit_hash(f"{salt}|{events[p].order}"), p))[: int(count)]
+    return sorted(positions, reverse=True)
+
+
+def cut_point_rows(
+    domain: Domain, events: Sequence[Event], cuts: Sequence[int], window: Callable[[int], int] = lambda cut: 0
+) -> Iterator[tuple[dict[str, str], list[Event]]]:
+    """Next-item rows at the given cut points, with the events each was rendered from.
+
+    The row of cut ``c`` shows events ``window(c)..c-1`` (identifying lines, oldest first) and answers event
+    ``c``; ``window`` leaves out lines too old to fit any prompt of the token budget (``CorpusWriter._window``).
+
+    Example:
+        Events ``a, b, c, d`` and cuts ``[3, 1]`` give a row showing ``a, b, c`` answering ``d`` and one showing
+        ``a`` answering ``b``.
+    """
+    for cut in cuts:
+        start = window(cut)
+        shown = [e.text for e in events[start:cut]]
+        yield next_item_row(domain, shown, events[cut].text), list(events[start : cut + 1])
 
 
 class CorpusWriter:
@@ -182,12 +224,36 @@ class CorpusWriter:
             # A fine-tuning user's chunks each count as a user (RecGPT). A benchmark user gives rows from its whole
             # training history, the history its evaluation prompts continue; the collator fits them to length.
             for chunk in [events] if on_benchmark else [events[a:b] for a, b in bounds]:
-                for row, used in training_rows(domain, chunk, self.settings.examples_per_user):
-                    self._write("instruct/train.unshuffled.jsonl", row)
-                    counts["instruction_rows"] += 1
-                    self._trained(source, history.user_id, [e.order for e in used])
+                self._training_rows(source, history.user_id, domain, chunk)
         if history.group == "benchmark":
             self._benchmark(history, domain, train if train is not None else history.events)
+
+    def _training_rows(self, source: str, user: str, domain: Domain, events: Sequence[Event]) -> None:
+        """Write a chunk's instruction rows; next-item rows at cut points when ``next_item_cut_points`` is set.
+
+        A cut-point row's prompt is fitted to ``max_seq_len`` as benchmark prompts are (oldest lines removed); one
+        that cannot fit is counted as ``cut_point_rows_too_long`` and skipped.
+        """
+        counts, cut_count = self.counts[source], self.settings.next_item_cut_points
+        rows = training_rows(domain, events, self.settings.examples_per_user, next_item=cut_count is None)
+        for row, used in rows:
+            self._write("instruct/train.unshuffled.jsonl", row)
+            counts["instruction_rows"] += 1
+            self._trained(source, user, [e.order for e in used])
+        if cut_count is None:
+            return
+        cuts = cut_points(events, cut_count, f"{self.settings.seed}|cut|{source}|{user}")
+        for row, used in cut_point_rows(domain, events, cuts, self._window([e.text for e in events])):
+            if self.fit_prompt is not None:
+                try:
+                    row["prompt"] = self.fit_prompt(row["prompt"])
+                except ExampleTooLongError:
+                    counts["cut_point_rows_too_long"] += 1
+                    continue
+            self._write("instruct/train.unshuffled.jsonl", row)
+            counts["instruction_rows"] += 1
+            counts["cut_point_rows"] += 1
+            self._trained(source, user, [e.order for e in used])  # every line before fitting: a superset
 
     def _benchmark(self, history: UserHistory, domain: Domain, train: list[Event]) -> None:
         folder = f"benchmark/{history.source}"
@@ -235,19 +301,24 @@ class CorpusWriter:
         is built (a superset of what fits; ``fit_prompt`` then removes the rest exactly), so long histories are
         not tokenized again for every row.
         """
+        start_of = self._window(lines)
+        return lambda position: lines[start_of(position) : position]
+
+    def _window(self, lines: list[str]) -> Callable[[int], int]:
+        """``start(p)``: the first of the lines before position ``p`` that ``_recent`` keeps (0 without a budget)."""
         budget = self.settings.max_seq_len
         if self.count_tokens is None or self.fit_prompt is None or budget is None:
-            return lambda position: lines[:position]
+            return lambda position: 0
         costs = [tokens + 1 for tokens in self.count_tokens(lines)]
 
-        def recent(position: int) -> list[str]:
+        def start_of(position: int) -> int:
             start, total = position, 0
             while start > 0 and total + costs[start - 1] <= budget:
                 start -= 1
                 total += costs[start]
-            return lines[max(0, start - 2) : position]  # two more lines: merges across line ends can save tokens
+            return max(0, start - 2)  # two more lines: merges across line ends can save tokens
 
-        return recent
+        return start_of
 
     def _split_row(self, folder: str, split: str, row: dict[str, Any]) -> None:
         if self.fit_prompt is not None:

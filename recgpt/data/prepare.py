@@ -111,6 +111,12 @@ class PrepareConfig:
         min_user_interactions: Users with fewer events are dropped (RecGPT: 5).
         finetune_fraction: Share of each corpus source's users kept for fine-tuning (RecGPT: 0.005).
         examples_per_user: Instruction examples per task per fine-tuning user or chunk (RecGPT: 1).
+        next_item_cut_points: Null (RecGPT's rows, the default): next-item rows at the last ``examples_per_user``
+            ends. N >= 1: next-item rows instead at up to N distinct cut points of each fine-tuning history (or
+            chunk), drawn with ``seed``; ``all``: at every cut point. A cut point's row shows the events before it
+            (prompt fitted to ``max_seq_len``, oldest lines removed) and answers the event at it; only training
+            events are ever cut, so with ``finetune_on_train`` every target comes before the user's held-out
+            events. Rating rows still follow ``examples_per_user``.
         max_seq_len: Token budget of a document (longer histories are chunked) and MDS sample length; the
             pre-training recipe's ``max_seq_len``.
         tokenizer: The tokenizer.
@@ -127,6 +133,7 @@ class PrepareConfig:
     min_user_interactions: int = 5
     finetune_fraction: float = 0.005
     examples_per_user: int = 1
+    next_item_cut_points: int | str | None = None
     max_seq_len: int = 2048
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
     max_reject_fraction: float = 0.01
@@ -165,6 +172,9 @@ def _validate_settings(config: PrepareConfig) -> None:
     vocab = config.tokenizer.train_vocab_size
     minimum = 256 + 2  # the byte alphabet and the EOS and pad tokens
     ranges.append(("tokenizer.train_vocab_size", vocab, vocab is None or vocab >= minimum, f">= {minimum}, or null"))
+    cuts = config.next_item_cut_points
+    cuts_valid = cuts is None or cuts == "all" or (isinstance(cuts, int) and not isinstance(cuts, bool) and cuts >= 1)
+    ranges.append(("next_item_cut_points", cuts, cuts_valid, "a whole number >= 1, 'all', or null (RecGPT's rows)"))
     for key, value, valid, wanted in ranges:
         if not valid:
             raise ValueError(f"{key}: must be {wanted}, got {value!r}")
@@ -528,6 +538,7 @@ def _write(config: PrepareConfig, engine: Engine, root: Path, ingested: dict[str
         weights={s.name: s.weight for s in config.sources},
         finetune_on_benchmark=frozenset(s.name for s in config.sources if s.finetune_on_train and s.benchmark),
         seed=config.seed,
+        next_item_cut_points=config.next_item_cut_points,
     )
 
     def fit(prompt: str) -> str:

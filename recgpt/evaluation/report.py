@@ -51,8 +51,48 @@ def _cell(values: dict[str, Any], column: str, intervals: bool) -> str:
     return f"{values[column]:.4f} [{low:.3f}, {high:.3f}]" if intervals else f"{values[column]:.4f}"
 
 
+def _difference(values: dict[str, Any], intervals: bool) -> str:
+    low, high = values["ci"]
+    return f"{values['difference']:+.4f} [{low:+.3f}, {high:+.3f}]" if intervals else f"{values['difference']:+.4f}"
+
+
+def _pairs(report: dict[str, Any]) -> list[tuple[str, dict[str, dict[str, Any]]]]:
+    """``("model: x - most popular", {metric: {"difference", "ci"}})`` for every paired comparison, in order."""
+    paired = report.get("paired", {})  # reports written before paired intervals have none
+    return [
+        (f"{model} - {baseline}", metrics)
+        for part in ("next_item", "rating")
+        for model, against in paired.get(part, {}).items()
+        for baseline, metrics in against.items()
+        if metrics
+    ]
+
+
+def format_paired(report: dict[str, Any], intervals: bool = True) -> str:
+    """The paired differences (model minus baseline on the same users), one line per pair; empty if none.
+
+    Example::
+
+        paired differences on the same users (model - baseline), 95% bootstrap interval:
+        model: likelihood - most popular  HR@5 +0.0040 [-0.021, +0.029]  NDCG@5 ...  HR@10 +0.0070 [-0.018, +0.031]
+        model: expected - global mean     RMSE -0.1830 [-0.241, -0.127]  MAE -0.1460 [-0.190, -0.101]
+    """
+    pairs = _pairs(report)
+    if not pairs:
+        return ""
+    width = max(len(name) for name, _ in pairs) + 2
+    lines = [
+        "paired differences on the same users (model - baseline)" + (", 95% bootstrap interval:" if intervals else ":")
+    ]
+    for name, metrics in pairs:
+        cells = "  ".join(f"{metric} {_difference(values, intervals)}" for metric, values in metrics.items())
+        lines.append(name.ljust(width) + cells)
+    return "\n".join(lines)
+
+
 def format_table(report: dict[str, Any], intervals: bool = True) -> str:
-    """One table of every method: ranking metrics, then rating metrics, blank where a method has none.
+    """One table of every method: ranking metrics, then rating metrics, blank where a method has none; then the
+    paired differences of each model method from each baseline (``format_paired``).
 
     Each cell is the mean over users and, with ``intervals``, its 95% bootstrap interval. Example::
 
@@ -71,11 +111,13 @@ def format_table(report: dict[str, Any], intervals: bool = True) -> str:
         cells = "".join(_cell(values, c, intervals).ljust(cell_width) for c in columns)
         lines.append((method.ljust(width) + cells).rstrip())
     lines.append(f"({report['users']} users of the {report['split']} split; {report['protocol']['next_item']})")
-    return "\n".join(lines)
+    paired = format_paired(report, intervals)
+    return "\n".join([*lines, *(["", paired] if paired else [])])
 
 
 def format_markdown(report: dict[str, Any], plots: Sequence[str]) -> str:
-    """The report as Markdown: the metric table with intervals, diagnostics, the protocol and the plots."""
+    """The report as Markdown: the metric table with intervals, the paired differences from the baselines,
+    diagnostics, the protocol and the plots."""
     columns = _columns(report)
     lines = [
         f"# Evaluation of `{report['model'] or 'baselines only'}`",
@@ -89,6 +131,7 @@ def format_markdown(report: dict[str, Any], plots: Sequence[str]) -> str:
     for method in _methods(report):
         values = {**report["next_item"].get(method, {}), **report["rating"].get(method, {})}
         lines.append(f"| {method} | " + " | ".join(_cell(values, c, True) for c in columns) + " |")
+    lines += _paired_markdown(report)
     diagnosed = [
         (m, v)
         for part in ("next_item", "rating")
@@ -111,6 +154,28 @@ def format_markdown(report: dict[str, Any], plots: Sequence[str]) -> str:
         lines += ["", "## Plots", "", *(f"![{Path(p).stem}]({p})" for p in plots)]
     lines += ["", f"Wall time: {report['wall_seconds']} s.", ""]
     return "\n".join(lines)
+
+
+def _paired_markdown(report: dict[str, Any]) -> list[str]:
+    """The paired differences as a Markdown table (model - baseline rows, one column per metric)."""
+    pairs = _pairs(report)
+    if not pairs:
+        return []
+    columns = [c for c in _columns(report) if any(c in metrics for _, metrics in pairs)]
+    lines = [
+        "",
+        "## Paired differences from the baselines",
+        "",
+        "Model minus baseline on the same users, with the 95% interval of the difference from shared resamples of "
+        "users. An interval above zero (HR, NDCG) or below zero (RMSE, MAE) means the model beats that baseline.",
+        "",
+        "| model - baseline | " + " | ".join(columns) + " |",
+        "|---" * (len(columns) + 1) + "|",
+    ]
+    for name, metrics in pairs:
+        cells = [_difference(metrics[c], True) if c in metrics else "" for c in columns]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def write_plots(output: Path, report: dict[str, Any]) -> list[str]:

@@ -21,7 +21,7 @@ import numpy as np
 from recgpt.evaluation.baselines import MostPopular, global_mean
 from recgpt.evaluation.metrics import hit_at_k, ndcg_at_k
 from recgpt.evaluation.report import write_report
-from recgpt.evaluation.stats import bootstrap_interval, rmse_of_squares
+from recgpt.evaluation.stats import PairKey, bootstrap_interval, paired_comparisons, rmse_of_squares
 
 if TYPE_CHECKING:
     from recgpt.evaluation.next_item import Ranking
@@ -142,7 +142,7 @@ def find_benchmark(data: Path, name: str | None) -> Benchmark:
     names = [s["name"] for s in manifest["config"]["sources"] if s.get("benchmark")]
     if name is None and len(names) == 1:
         name = names[0]
-    if name not in names:
+    if name is None or name not in names:
         raise ValueError(f"benchmark: choose one of {names} in {data}, got {name!r}")
     scale = float(manifest["sources"][name]["domain"]["rating_scale"])
     return Benchmark(name, data / "benchmark" / name, scale)
@@ -209,6 +209,41 @@ def rating_summary(
     if failures is not None:
         summary["parse_failure_rate"] = failures / max(1, len(predictions))
     return summary
+
+
+def row_keys(rows: Sequence[dict[str, Any]], where: str) -> list[PairKey]:
+    """Each split row's ``(user_id, target_item_id)``: what pairs two methods' values for the same row.
+
+    Raises:
+        ValueError: If two rows share a key (a split file written twice into one, or edited by hand).
+    """
+    keys = [(str(row["user_id"]), str(row["target_item_id"])) for row in rows]
+    if len(set(keys)) != len(keys):
+        repeated = sorted({key for key in keys if keys.count(key) > 1})[:3]
+        raise ValueError(f"{where}: rows repeat (user_id, target_item_id) {repeated}; each row must be unique")
+    return keys
+
+
+def ranking_values(
+    rankings: Sequence[Sequence[str]], targets: Sequence[str], keys: Sequence[PairKey], ks: Sequence[int]
+) -> dict[str, dict[PairKey, float]]:
+    """Per-row HR@K and NDCG@K of one method, ``{"HR@10": {(user, target): 1.0, ...}, ...}``, for pairing."""
+    return {
+        f"{name}@{k}": {key: metric(r, t, k) for key, r, t in zip(keys, rankings, targets, strict=True)}
+        for k in ks
+        for name, metric in (("HR", hit_at_k), ("NDCG", ndcg_at_k))
+    }
+
+
+def rating_values(
+    predictions: Sequence[float], targets: Sequence[float], keys: Sequence[PairKey]
+) -> dict[str, dict[PairKey, float]]:
+    """Per-row squared (``RMSE``) and absolute (``MAE``) errors of one method, for pairing."""
+    errors = [p - t for p, t in zip(predictions, targets, strict=True)]
+    return {
+        "RMSE": {key: e * e for key, e in zip(keys, errors, strict=True)},
+        "MAE": {key: abs(e) for key, e in zip(keys, errors, strict=True)},
+    }
 
 
 def ranking_diagnostics(rankings: Sequence[Ranking], seconds: float) -> dict[str, float]:
@@ -286,6 +321,23 @@ def evaluate(config: EvalConfig) -> Path:
         if name in rated:
             rating[name] = rating_summary(rated[name], rating_targets, samples, seed)
 
+    split_file = benchmark.folder / f"{config.split}.jsonl"
+    next_keys, rating_keys = (
+        row_keys(next_rows, f"{split_file} (next_item)"),
+        row_keys(rating_rows, f"{split_file} (rating)"),
+    )
+    paired = {
+        "next_item": paired_comparisons(
+            {name: ranking_values(lists, targets, next_keys, config.ks) for name, lists in ranked.items()},
+            samples=samples,
+            seed=seed,
+        ),
+        "rating": paired_comparisons(
+            {name: rating_values(values, rating_targets, rating_keys) for name, values in rated.items()},
+            samples=samples,
+            seed=seed,
+        ),
+    }
     items = sum(1 for _ in (benchmark.folder / "items.jsonl").open(encoding="utf-8"))
     report = {
         "model": config.model,
@@ -295,12 +347,17 @@ def evaluate(config: EvalConfig) -> Path:
         "users": len(users),
         "next_item": next_item,
         "rating": rating,
+        "paired": paired,
         "protocol": {
             "next_item": f"full catalogue of {items} items; seen items {'excluded' if config.exclude_seen else 'kept'}"
             f"; {config.next_item.num_beams} beams; 95% bootstrap intervals over users ({samples} resamples)",
             "rating": f"unparseable responses counted and scored as the training global mean {mean_rating:.4f}; "
             f"sampling at temperature {config.rating.temperature}, top-p {config.rating.top_p}, "
             f"top-k {config.rating.top_k}",
+            "paired": "each model method minus each baseline on the same users: one set of user resamples "
+            f"({samples}) is shared by both methods, so the 95% interval is of the difference itself (RMSE: the "
+            "difference of the two RMSEs on each resample); above zero for HR/NDCG, below zero for RMSE/MAE, means "
+            "the model beats that baseline",
         },
         "config": dataclasses.asdict(config),
         "wall_seconds": round(time.time() - started, 1),

@@ -22,6 +22,8 @@ def test_baselines_only_report_and_table(prepared: Path, tmp_path: Path):
     table = format_table(report)
     assert table.splitlines()[0].split() == ["method", "HR@5", "NDCG@5", "HR@10", "NDCG@10", "RMSE", "MAE"]
     assert table.splitlines()[1].startswith("most popular")
+    assert report["paired"] == {"next_item": {}, "rating": {}}  # no model method, nothing to pair
+    assert "paired" not in table and "## Paired" not in (tmp_path / "eval" / "report.md").read_text()
     assert (tmp_path / "eval" / "predictions.jsonl").exists()
 
 
@@ -104,6 +106,83 @@ def test_every_method_side_by_side_with_intervals_plots_and_predictions(prepared
         assert f"]({name})" in markdown
     table = format_table(report).splitlines()
     assert table[1].startswith("model: beam_grounded") and "[" in table[1]
+    check_paired(report, rows, table, markdown)
+
+
+def check_paired(report: dict, predictions: list[dict], table: list[str], markdown: str) -> None:
+    """Every model method against every baseline, recomputed from the saved per-user predictions."""
+    from recgpt.evaluation.metrics import hit_at_k
+
+    paired = report["paired"]
+    models = {part: [m for m in report[part] if m.startswith("model: ")] for part in ("next_item", "rating")}
+    assert list(paired["next_item"]) == models["next_item"] and list(paired["rating"]) == models["rating"]
+    for model in models["next_item"]:
+        assert list(paired["next_item"][model]) == ["most popular", "SASRec (cornac)"]
+        for baseline, metrics in paired["next_item"][model].items():
+            assert list(metrics) == ["HR@5", "NDCG@5", "HR@10", "NDCG@10"]
+            for metric, values in metrics.items():
+                expected = report["next_item"][model][metric] - report["next_item"][baseline][metric]
+                assert values["difference"] == pytest.approx(expected, abs=1e-12)
+                assert values["ci"][0] <= values["ci"][1]
+            hits = [
+                hit_at_k(row["methods"][model]["ranked"], row["target"], 10)
+                - hit_at_k(row["methods"][baseline]["ranked"], row["target"], 10)
+                for row in predictions
+                if row["task"] == "next_item"
+            ]
+            assert metrics["HR@10"]["difference"] == pytest.approx(sum(hits) / len(hits), abs=1e-12)
+    for model in models["rating"]:
+        assert list(paired["rating"][model]) == ["global mean", "MF (cornac)"]
+        for baseline, metrics in paired["rating"][model].items():
+            assert list(metrics) == ["RMSE", "MAE"]
+            for metric, values in metrics.items():
+                expected = report["rating"][model][metric] - report["rating"][baseline][metric]
+                assert values["difference"] == pytest.approx(expected, abs=1e-9)
+    block = table[table.index("paired differences on the same users (model - baseline), 95% bootstrap interval:") :]
+    assert len(block) == 1 + 2 * len(models["next_item"]) + 2 * len(models["rating"])
+    assert block[1].startswith("model: beam_grounded - most popular") and "  HR@5 " in block[1]
+    assert any(line.startswith("model: expected - MF (cornac)") and "  RMSE " in line for line in block)
+    assert "## Paired differences from the baselines" in markdown
+    assert "| model: likelihood - SASRec (cornac) | " in markdown
+
+
+def test_paired_block_of_the_printed_table_and_markdown():
+    """The printed block and the Markdown section, from a hand-written report."""
+    from recgpt.evaluation.report import format_markdown
+
+    hr = {"difference": 0.007, "ci": [-0.0181, 0.0312]}
+    ndcg = {"difference": -0.004, "ci": [-0.02, 0.011]}
+    rmse = {"difference": -0.183, "ci": [-0.241, -0.127]}
+    report = {
+        "model": "m",
+        "data": "d",
+        "benchmark": "ml-100k",
+        "split": "test",
+        "users": 943,
+        "config": {"ks": [10]},
+        "next_item": {"model: x": {"HR@10": 0.088, "NDCG@10": 0.04}, "most popular": {"HR@10": 0.081}},
+        "rating": {"model: expected": {"RMSE": 1.03}, "global mean": {"RMSE": 1.213}},
+        "paired": {
+            "next_item": {"model: x": {"most popular": {"HR@10": hr, "NDCG@10": ndcg}}},
+            "rating": {"model: expected": {"global mean": {"RMSE": rmse}}},
+        },
+        "protocol": {"next_item": "full catalogue"},
+        "wall_seconds": 1.0,
+    }
+    lines = format_table(report).splitlines()
+    start = lines.index("paired differences on the same users (model - baseline), 95% bootstrap interval:")
+    assert lines[start - 1] == "" and lines[start - 2].startswith("(943 users of the test split")
+    assert lines[start + 1 :] == [
+        "model: x - most popular        HR@10 +0.0070 [-0.018, +0.031]  NDCG@10 -0.0040 [-0.020, +0.011]",
+        "model: expected - global mean  RMSE -0.1830 [-0.241, -0.127]",
+    ]
+    assert format_table(report, intervals=False).splitlines()[-1] == "model: expected - global mean  RMSE -0.1830"
+    markdown = format_markdown(report, [])
+    assert "| model - baseline | HR@10 | NDCG@10 | RMSE | MAE |" not in markdown  # only measured columns
+    assert "| model - baseline | HR@10 | NDCG@10 | RMSE |" in markdown
+    assert "| model: x - most popular | +0.0070 [-0.018, +0.031] | -0.0040 [-0.020, +0.011] |  |" in markdown
+    del report["paired"]  # a report written before paired intervals still prints
+    assert "paired" not in format_table(report) and "## Paired" not in format_markdown(report, [])
 
 
 def test_unknown_method_is_named_before_anything_loads(prepared: Path, tmp_path: Path):
