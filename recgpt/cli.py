@@ -1,4 +1,4 @@
-"""The ``recgpt`` command line: ``data``, ``evaluate``, ``recommend``, ``serve`` and ``checkpoint``."""
+"""The ``recgpt`` command line: ``data``, ``evaluate``, ``recommend``, ``serve``, ``checkpoint`` and ``recipe``."""
 
 from __future__ import annotations
 
@@ -117,6 +117,17 @@ def _checkpoint_to_safetensors(args: argparse.Namespace) -> None:
     sys.stdout.write(f"{convert_to_safetensors(args.source, Path(args.output), unpickle=args.unpickle)}\n")
 
 
+def _recipe_upgrade(args: argparse.Namespace) -> None:
+    from recgpt.training.legacy_recipe import upgrade_file
+
+    old = Path(args.old)
+    new, result = upgrade_file(old, Path(args.new) if args.new else None, force=args.force)
+    lines = [f"{old} -> {new}: {len(result.changes)} changes; it loads on llm-foundry 0.22 (TrainConfig checked)"]
+    lines += [f"  {change.line()}" for change in result.changes]
+    lines.append(f"Train it: composer --world_size N scripts/train.py {new} [key=value ...]")
+    sys.stdout.write("\n".join(lines) + "\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
     parser = argparse.ArgumentParser(prog="recgpt", description=__doc__)
@@ -177,6 +188,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="unpickle fully a file torch's weights-only loader refuses; this can run code: trusted files only",
     )
     to_safetensors.set_defaults(handler=_checkpoint_to_safetensors)
+
+    recipe = commands.add_parser("recipe", help="training recipes").add_subparsers(dest="recipe_command", required=True)
+    upgrade = recipe.add_parser("upgrade", help="a 2024 llm-foundry recipe (RecGPT's) -> one that loads on 0.22")
+    upgrade.add_argument("old", help="the recipe to upgrade, e.g. RecGPT's fine-tuning.yaml (never overwritten)")
+    upgrade.add_argument("new", nargs="?", default=None, help="the recipe to write (default: OLD.0.22.yaml)")
+    upgrade.add_argument("--force", action="store_true", help="overwrite NEW.yaml if it exists")
+    upgrade.set_defaults(handler=_recipe_upgrade)
     return parser
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -16,6 +17,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     if not args or args[0] in {"-h", "--help"}:
         raise SystemExit("usage: composer -n N scripts/train.py RECIPE.yaml [key=value ...]")
     check_overrides(args[1:])
+    refuse_legacy_recipe(args[0], args[1:])
     import logging
 
     from llmfoundry.command_utils import train_from_yaml
@@ -40,6 +42,28 @@ def check_overrides(overrides: Sequence[str]) -> None:
         key, equals, _ = override.partition("=")
         if not equals or not key.strip():
             raise SystemExit(f"override {override!r} is not key=value (e.g. max_duration=20ba); nothing was trained")
+
+
+def refuse_legacy_recipe(recipe: str, overrides: Sequence[str]) -> None:
+    """Stop, in one line naming ``recgpt recipe upgrade``, on a 2024 recipe that llm-foundry 0.22 would reject.
+
+    A recipe that cannot be read is left to llm-foundry, whose error then names the problem.
+    """
+    from omegaconf import OmegaConf
+
+    from recgpt.training.legacy_recipe import UPGRADE_COMMAND, default_output, legacy_keys
+
+    try:
+        merged = OmegaConf.to_container(OmegaConf.merge(OmegaConf.load(recipe), OmegaConf.from_cli(list(overrides))))
+    except Exception:  # unreadable YAML: llm-foundry reports it
+        return
+    keys = legacy_keys({str(key): value for key, value in merged.items()}) if isinstance(merged, dict) else []
+    if keys:
+        raise SystemExit(
+            f"{recipe} is a legacy recipe (2024 llm-foundry releases) that llm-foundry 0.22 rejects "
+            f"({', '.join(keys)}); upgrade it with: {UPGRADE_COMMAND} {recipe} {default_output(Path(recipe))}; "
+            "nothing was trained"
+        )
 
 
 def prepare_resume(recipe: str, overrides: Sequence[str]) -> None:
