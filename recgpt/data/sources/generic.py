@@ -22,6 +22,11 @@ JSON line or Parquet column gives it (``readers.text_value``: ids ``12`` and ``"
 attribute column is joined by ``", "``; a list in an id, title or review column is a ``list_value`` reject, an
 object a ``nested_value`` reject). Titles, attributes and reviews are normalised by ``render.clean_text``.
 
+Staging row by row costs about 12 µs a row, so ``stage_file`` first tries the fast path (``generic_fast``): DuckDB
+and Arrow read the file in bulk and copy each value that row-by-row staging would leave unchanged, and hand every
+other row to the same row-by-row code; a file whose bulk reading it cannot vouch for (a CSV row spanning lines, a
+parse error, an encoding other than UTF-8, ...) is staged row by row instead. Both give the same staged rows.
+
 DuckDB then applies the validation rules of the other adapters (``readers.make_interaction``) to the staged rows,
 out of core: missing ids, invalid or out-of-range ratings, unparseable timestamps, empty titles and oversized fields
 are rejected with their line and counted by reason.
@@ -30,6 +35,8 @@ are rejected with their line and counted by reason.
 from __future__ import annotations
 
 import json
+import logging
+import re
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -55,6 +62,12 @@ from recgpt.data.sources.readers import (
     text_value,
 )
 
+log = logging.getLogger(__name__)
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+# Stage files by the fast path where it vouches for the result (``generic_fast``); False stages every file row by
+# row (tests compare the two).
+FAST_PATH = True
 DEFAULT_DOMAIN = Domain("generic", "items", 5.0)
 ITEM_FIELDS = ("item_id", "title")
 EVENT_FIELDS = ("user_id", "item_id", "timestamp", "rating", "review")
@@ -73,7 +86,8 @@ class _Rejects:
         self.rows.append((line, {"__excerpt__": excerpt}, f"{reason}|{field}"))
 
 
-def _kind(path: Path) -> str:
+def file_kind(path: Path) -> str:
+    """The type suffix of a generic file (``.csv``, ``.jsonl``, ...; ``.gz`` skipped), failing on others."""
     check_file(path)
     if path.suffix == ".zst":
         raise SourceFormatError(f"{path}: zstd files are not read; decompress it (zstd -d) or gzip it instead")
@@ -97,19 +111,26 @@ def _csv_rows(path: Path, options: Options, columns: list[str], kind: str) -> It
     yield from rejects.rows
 
 
+def json_record(text: str) -> tuple[dict[str, Any], str]:
+    """A JSON line as a record (numbers kept in their written form), or ``({}, "reason|")`` when unreadable."""
+    try:
+        record = json.loads(text, parse_int=str, parse_float=str)  # numbers keep their written form
+    except RecursionError:
+        return {}, "too_deeply_nested|"
+    except ValueError:
+        record = None
+    if not isinstance(record, dict):
+        return {}, "invalid_json|"
+    return record, ""
+
+
 def _json_rows(path: Path, options: Options, columns: list[str]) -> Iterator[Row]:
     seen: set[str] = set()
     line = 0
     for line, text in read_lines(path, check_encoding(options.get("encoding", "utf-8"))):
-        try:
-            record = json.loads(text, parse_int=str, parse_float=str)  # numbers keep their written form
-        except RecursionError:
-            yield line, {"__excerpt__": text[:200]}, "too_deeply_nested|"
-            continue
-        except ValueError:
-            record = None
-        if not isinstance(record, dict):
-            yield line, {"__excerpt__": text[:200]}, "invalid_json|"
+        record, why = json_record(text)
+        if why:
+            yield line, {"__excerpt__": text[:200]}, why
             continue
         if len(seen) < len(columns):
             seen.update(column for column in columns if column in record)
@@ -136,7 +157,7 @@ def _parquet_rows(path: Path, columns: list[str]) -> Iterator[Row]:
 
 def _rows(path: Path, options: Options, columns: list[str]) -> Iterator[Row]:
     """Every row of a generic file as ``(line, {column: value}, "")``, or ``(line, None-ish, "reason|")``."""
-    kind = _kind(path)
+    kind = file_kind(path)
     if kind == ".parquet":
         return _parquet_rows(path, columns)
     if kind in {".csv", ".tsv", ".txt"}:
@@ -149,11 +170,20 @@ def _value(field: str, raw: Any, join_lists: bool = False) -> str | None:
         raw = text_value(raw, join_lists=join_lists)
         if raw is None:
             return None
-    return clean_text(raw) if join_lists or field in TEXT_FIELDS else raw.strip()
+    if join_lists or field in TEXT_FIELDS:
+        return clean_text(raw)
+    text = raw.strip()
+    return text if text.isascii() else _SURROGATE.sub("\ufffd", text)  # as clean_text does: Parquet cannot hold one
 
 
-def _stage_row(record: dict[str, Any], mapping: dict[str, str], labels: dict[str, str]) -> list[Any]:
-    """One row's staged ``[why, excerpt, *field values, attributes]`` (``why`` names a value that is not text)."""
+def stage_row(record: dict[str, Any], mapping: dict[str, str], labels: dict[str, str]) -> list[Any]:
+    """One row's staged ``[why, excerpt, *field values, attributes]`` (``why`` names a value that is not text).
+
+    Example:
+        >>> stage_row({"sku": 12, "name": " Heat\\n(1995) ", "g": ["Crime", ""]}, {"item_id": "sku", "title": "name"},
+        ...           {"Genres": "g"})
+        [None, None, '12', 'Heat (1995)', '[["Genres", "Crime"]]']
+    """
     staged: list[Any] = [None, None]
     for field, column in mapping.items():
         try:
@@ -173,24 +203,60 @@ def _stage_row(record: dict[str, Any], mapping: dict[str, str], labels: dict[str
     return [*staged, json.dumps(pairs, ensure_ascii=False)]
 
 
+def staged_schema(mapping: dict[str, str]) -> pa.Schema:
+    """The staged file's columns: ``line``, ``why``, ``excerpt``, one text column per mapped field, ``attributes``."""
+    names = ["why", "excerpt", *mapping, "attributes"]
+    return pa.schema([("line", pa.int64())] + [(name, pa.string()) for name in names])
+
+
+def stage_file(
+    path: Path,
+    options: Options,
+    mapping: dict[str, str],
+    labels: dict[str, str],
+    target: Path,
+    connection: Any,
+    fast: bool | None = None,
+) -> str:
+    """Stage ``path`` into ``target`` (``staged_schema``): by the fast path where it can, else row by row.
+
+    The fast path (``generic_fast``) gives exactly the rows of row-by-row staging, or refuses the file; ``fast``
+    (default ``FAST_PATH``) False forces row by row.
+
+    Returns:
+        ``"fast"`` or ``"rows"``: the path that staged the file.
+    """
+    file_kind(path)
+    if FAST_PATH if fast is None else fast:
+        from recgpt.data.sources import generic_fast
+
+        try:
+            reader = generic_fast.stage(path, options, mapping, labels, target, connection)
+            log.info("%s: staged by the fast path (%s)", path, reader)
+            return "fast"
+        except generic_fast.Refused as why:
+            log.info("%s: staged row by row (the fast path cannot vouch for it: %s)", path, why)
+    _stage(path, options, mapping, labels, target)
+    return "rows"
+
+
 def _stage(path: Path, options: Options, mapping: dict[str, str], labels: dict[str, str], target: Path) -> None:
-    """Read ``path`` into ``target``: a Parquet file of ``line``, ``why``, ``excerpt`` and one text column per field."""
-    names = ["line", "why", "excerpt", *mapping, "attributes"]
-    schema = pa.schema([("line", pa.int64())] + [(name, pa.string()) for name in names[1:]])
+    """Read ``path`` into ``target`` row by row (``staged_schema``)."""
+    schema = staged_schema(mapping)
     unreadable = [None] * (len(mapping) + 1)
-    columns: list[list[Any]] = [[] for _ in names]
+    columns: list[list[Any]] = [[] for _ in schema.names]
     with pq.ParquetWriter(target, schema) as writer:
         for line, record, why in _rows(path, options, [*mapping.values(), *labels.values()]):
             if why:
                 staged = [why, (record or {}).get("__excerpt__"), *unreadable]
             else:
-                staged = _stage_row(record or {}, mapping, labels)
+                staged = stage_row(record or {}, mapping, labels)
             columns[0].append(line)
             for column, value in zip(columns[1:], staged, strict=True):
                 column.append(value)
             if len(columns[0]) >= 50_000:
                 writer.write_table(pa.table(columns, schema=schema))
-                columns = [[] for _ in names]
+                columns = [[] for _ in schema.names]
         writer.write_table(pa.table(columns, schema=schema))
 
 
@@ -252,7 +318,7 @@ def read_generic_native(
 ) -> tuple[Domain, dict[str, int], Counter[str]]:
     """Write ``items.parquet``, ``interactions.parquet`` and ``rejects.jsonl`` into ``folder``.
 
-    Rows are staged as text by Python (``_stage``), then validated and written by DuckDB; every value reaches
+    Rows are staged as text (``stage_file``), then validated and written by DuckDB; every value reaches
     SQL as a query parameter or through a staged file, never pasted into the query.
 
     Returns:
@@ -263,8 +329,8 @@ def read_generic_native(
     ecols = _column_map(options, "interaction_columns", EVENT_FIELDS, ("user_id", "item_id"))
     parsed_time = _time_sql(str(options.get("timestamp_unit", "s"))) if "timestamp" in ecols else "NULL"
     folder.mkdir(parents=True, exist_ok=True)
-    _stage(paths["items"], options, icols, _attribute_map(options), folder / "items_staged.parquet")
-    _stage(paths["interactions"], options, ecols, {}, folder / "interactions_staged.parquet")
+    stage_file(paths["items"], options, icols, _attribute_map(options), folder / "items_staged.parquet", connection)
+    stage_file(paths["interactions"], options, ecols, {}, folder / "interactions_staged.parquet", connection)
     values = {
         "staged_items": str(folder / "items_staged.parquet"),
         "staged_events": str(folder / "interactions_staged.parquet"),
@@ -285,7 +351,7 @@ def read_generic_native(
     sql(f"""CREATE OR REPLACE TEMP TABLE events_raw AS SELECT *, {reason} AS reason FROM (
         SELECT *, {parsed_time} AS timestamp, try_cast(raw_rating AS DOUBLE) AS rating FROM (
             SELECT line, coalesce(why, '') AS why, excerpt, user_id, item_id, {optional["timestamp"]} AS raw_time,
-                   {optional["rating"]} AS raw_rating, nullif({optional["review"]}, '') AS review
+                   nullif({optional["rating"]}, '') AS raw_rating, nullif({optional["review"]}, '') AS review
             FROM read_parquet($staged_events)))""")
     # No ORDER BY: with insertion order preserved, rows leave in file order without a sort.
     sql("""COPY (SELECT item_id, title, attributes, $items_file AS file, line FROM items_raw WHERE reason IS NULL)
