@@ -1,20 +1,29 @@
-"""Benchmark of the data pipeline's heavy steps: recgpt's out-of-core DuckDB engine against plain pandas.
+"""Benchmark of the data pipeline: recgpt's out-of-core DuckDB engine against plain pandas, and the full prepare.
 
-Both implementations run the same steps on the same synthetic logs (interactions with review text, and a
-catalogue): read, join items (dropping untitled ones), drop exact duplicate events, drop users with fewer than
-5 events, order each history by time (ties in file order), split users 99.5 / 0.5, and write the pre-training
-documents and fine-tuning rows as JSON lines. Tokenizer work (chunking, MDS shards) is left out of both.
+Part 1, engine against pandas: both implementations run the same steps on the same synthetic logs (interactions
+with review text, and a catalogue): read, join items (dropping untitled ones), drop exact duplicate events, drop
+users with fewer than 5 events, order each history by time (ties in file order), split users 99.5 / 0.5, and write
+the pre-training documents and fine-tuning rows as JSON lines. Tokenizer work (chunking, MDS shards) is left out
+of both.
 
-Each implementation runs in its own process, so its peak RSS is its own; the table reports wall time, peak
-RSS and interactions/s, and the ratios the targets are stated in. Usage::
+Part 2, the full ``recgpt data prepare`` (generic adapter, 512-token documents and MDS samples, a 8192-token BPE
+trained beforehand on a sample, as a real run names an existing tokenizer) with 1 and 2 ``workers``: wall time,
+peak RSS summed over the process tree (the parent and its workers), interactions/s, tokens/s, the 2/1-worker
+speed-up, and a projection to RecGPT's 258M interactions; then a profile of a 1-worker run (time per phase,
+and the top functions). ``--baseline DIR`` adds a row for the same prepare run by another checkout (e.g. the
+previous main) in the same run.
 
-    python bench/prep.py                       # 1M and 10M interactions (about 15 minutes on 2 cores)
-    python bench/prep.py --sizes 100000        # a quick run
+Each measured run is its own process. Usage::
+
+    python bench/prep.py                                 # 1M and 10M interactions, both parts (long)
+    python bench/prep.py --sizes 20000 --full-sizes 20000  # a quick check that it works
+    python bench/prep.py --sizes '' --full-sizes 1000000 --baseline ../recgpt-main   # part 2 only, against main
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import os
@@ -202,9 +211,211 @@ def label(size: int) -> str:
     return f"{size // 1_000_000}M" if size % 1_000_000 == 0 else f"{size // 1000}K"
 
 
+RECGPT_INTERACTIONS = 258_000_000
+
+
+def write_data_config(logs: Path, out: Path, tokenizer: Path) -> Path:
+    """A data config of the synthetic logs through the generic adapter (the one a new user would write)."""
+    import yaml
+
+    source = {
+        "name": "shop",
+        "format": "generic",
+        "paths": {"interactions": str(logs / "interactions.csv"), "items": str(logs / "items.csv")},
+        "options": {
+            "interaction_columns": {
+                "user_id": "user_id",
+                "item_id": "item_id",
+                "timestamp": "ts",
+                "rating": "rating",
+                "review": "review",
+            },
+            "item_columns": {"item_id": "item_id", "title": "title", "attributes": {"Brand": "brand"}},
+            "domain": {"name": "shop", "noun": "products", "identifying": ["Brand"]},
+        },
+    }
+    config = {
+        "output": str(out),
+        "sources": [source],
+        "max_seq_len": 512,
+        "memory_limit": "1GB",
+        "tokenizer": {"train_vocab_size": None, "name": str(tokenizer)},
+        "max_reject_fraction": 0.05,
+    }
+    path = logs / "data.yaml"
+    path.write_text(yaml.safe_dump(config), encoding="utf-8")
+    return path
+
+
+def train_bench_tokenizer(logs: Path, folder: Path, lines: int = 200_000) -> Path:
+    """An 8192-token BPE trained on the first rows of the logs, outside every measured run."""
+    import csv
+
+    from recgpt.data.tokenizer import train_bpe_tokenizer
+
+    with (logs / "interactions.csv").open(encoding="utf-8") as handle:
+        reviews = [row["review"] for _, row in zip(range(lines), csv.DictReader(handle), strict=False)]
+    with (logs / "items.csv").open(encoding="utf-8") as handle:
+        titles = [f"Title: {row['title']}; Brand: {row['brand']}" for row in csv.DictReader(handle)]
+    train_bpe_tokenizer(
+        iter(titles + reviews + ["Rating: 1.0/5.0 2.0/5.0 3.0/5.0 4.0/5.0 5.0/5.0"] * 100), 8192, folder, 512
+    )
+    return folder
+
+
+def process_tree_rss(pid: int) -> int:
+    """Resident bytes of ``pid`` and all its descendants now (0 once it is gone)."""
+    import psutil
+
+    try:
+        root = psutil.Process(pid)
+        processes = [root, *root.children(recursive=True)]
+    except psutil.Error:
+        return 0
+    total = 0
+    for process in processes:
+        with contextlib.suppress(psutil.Error):  # it ended meanwhile
+            total += process.memory_info().rss
+    return total
+
+
+def measure_prepare(config: Path, workers: int | None, checkout: Path | None = None) -> dict[str, float]:
+    """``recgpt data prepare`` in a child process (of ``checkout`` when given): wall s, peak tree RSS, manifest."""
+    overrides = [] if workers is None else [f"workers={workers}"]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    if checkout is not None:
+        env["PYTHONPATH"] = str(checkout)
+    started, peak = time.perf_counter(), 0
+    process = subprocess.Popen(
+        [sys.executable, "-m", "recgpt.cli", "data", "prepare", str(config), *overrides],
+        cwd=checkout or Path(__file__).resolve().parents[1],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    while process.poll() is None:
+        peak = max(peak, process_tree_rss(process.pid))
+        time.sleep(0.1)
+    wall = time.perf_counter() - started
+    if process.returncode != 0:
+        tail = (process.stderr.read() if process.stderr else b"").decode(errors="replace")[-2000:]
+        raise SystemExit(f"recgpt data prepare failed ({config}, workers={workers}):\n{tail}")
+    import yaml
+
+    output = Path(yaml.safe_load(config.read_text())["output"])
+    manifest = json.loads((output / "manifest.json").read_text())
+    source = manifest["sources"]["shop"]
+    return {
+        "wall_s": wall,
+        "rss_mib": peak / 2**20,
+        "interactions": source["interactions_in"],
+        "tokens": manifest["pretraining"]["tokens"],
+        "documents": manifest["pretraining"]["documents"],
+    }
+
+
+# Phases of a prepare run and the functions whose cumulative time is theirs (cProfile, one process).
+PHASES = {
+    "ingest (adapter -> Parquet)": "prepare.py:_ingest",
+    "engine (DuckDB clean/split/order)": "engine.py:load",
+    "tokenizer load/train": "prepare.py:_tokenizer",
+    "writing phase (all of it)": "writing.py:write_users",
+    "  tokenize lines (Rust BPE)": "tokenizer.py:encode",
+    "  MDS shards (blocks + MDSWriter)": "corpus.py:write",
+    "  render + JSON lines": "render.py:json_line",
+    "  engine -> Python users": "engine.py:pretraining_users",
+    "  prompt fitting (benchmark rows)": "encoding.py:fit_prompt_text",
+    "leak check": "engine.py:leaked",
+    "instruction shuffle": "prepare.py:shuffle_lines",
+}
+
+
+def profile_prepare(config: Path) -> None:
+    """Print where a 1-worker prepare spends its time: per phase, then the top functions by own time."""
+    import cProfile
+    import io
+    import pstats
+
+    from recgpt.data.prepare import load_prepare_config, prepare
+
+    profiler = cProfile.Profile()
+    profiler.enable()
+    prepare(load_prepare_config(config, ["workers=1"]))
+    profiler.disable()
+    stats = pstats.Stats(profiler)
+    total = max(entry[3] for entry in stats.stats.values())  # type: ignore[attr-defined]
+    print(f"profile of one 1-worker prepare ({total:.1f} s under cProfile, which slows Python code):")
+    for phase, key in PHASES.items():
+        file_name, function = key.split(":")
+        spent = sum(
+            entry[3]
+            for (path, _, name), entry in stats.stats.items()  # type: ignore[attr-defined]
+            if name == function and path.endswith(file_name)
+        )
+        print(f"  {phase:<38} {spent:>8.1f} s {100 * spent / total:>5.1f}%")
+    buffer = io.StringIO()
+    pstats.Stats(profiler, stream=buffer).sort_stats("tottime").print_stats(12)
+    print("top functions by own time:")
+    print("\n".join(line for line in buffer.getvalue().splitlines() if line.strip())[-2200:])
+
+
+def run_full(sizes: list[int], root: Path, baseline: Path | None) -> None:
+    """Part 2: the full prepare with 1 and 2 workers (and ``baseline``'s), then the projection and a profile."""
+    results: dict[tuple[int, str], dict[str, float]] = {}
+    for size in sizes:
+        logs = root / f"full-logs-{size}"
+        generate(logs, size)
+        tokenizer = train_bench_tokenizer(logs, root / f"tokenizer-{size}")
+        config = write_data_config(logs, root / f"full-out-{size}", tokenizer)
+        if baseline is not None:
+            results[size, "baseline"] = measure_prepare(config, None, baseline)
+        for workers in (1, 2):
+            results[size, f"{workers} worker"] = measure_prepare(config, workers)
+        if size == min(sizes):
+            profile_prepare(config)
+        shutil.rmtree(logs, ignore_errors=True)
+        shutil.rmtree(root / f"full-out-{size}", ignore_errors=True)
+    report_full(sizes, results)
+
+
+def report_full(sizes: list[int], results: dict[tuple[int, str], dict[str, float]]) -> None:
+    """The full-prepare table, the speed-ups and the projection to RecGPT's corpus."""
+    print(
+        f"{'size':>6} {'recgpt data prepare':<20} {'wall s':>9} {'peak RSS MiB':>13} {'interactions/s':>15} "
+        f"{'tokens/s':>12} {'tokens':>13}"
+    )
+    for (size, name), r in sorted(results.items()):
+        print(
+            f"{label(size):>6} {name:<20} {r['wall_s']:>9.1f} {r['rss_mib']:>13.0f} "
+            f"{size / r['wall_s']:>15,.0f} {r['tokens'] / r['wall_s']:>12,.0f} {int(r['tokens']):>13,}"
+        )
+    for size in sizes:
+        one, two = results[size, "1 worker"], results[size, "2 worker"]
+        assert one["tokens"] == two["tokens"] and one["documents"] == two["documents"], "worker counts disagree"
+        line = f"at {label(size)}: 2 workers / 1 worker speed-up {one['wall_s'] / two['wall_s']:.2f}x (target >= 1.8x)"
+        if (size, "baseline") in results:
+            line += f"; 1 worker / baseline {results[size, 'baseline']['wall_s'] / one['wall_s']:.2f}x (target >= 3x)"
+        print(line)
+    largest = max(sizes)
+    one, two = results[largest, "1 worker"], results[largest, "2 worker"]
+    rate = largest / one["wall_s"]
+    speedup = one["wall_s"] / two["wall_s"]
+    parallel = min(1.0, max(0.0, 2 * (1 - 1 / speedup)))  # Amdahl's parallel share from the 2-worker speed-up
+    single = RECGPT_INTERACTIONS / rate
+    on_32 = single * ((1 - parallel) + parallel / 32)
+    print(f"per core: {rate:,.0f} interactions/s -> RecGPT's 258M interactions in {single / 3600:.1f} h on one core")
+    print(
+        f"on 32 cores (Amdahl, parallel share {parallel:.2f} from the 2-worker speed-up): {on_32 / 3600:.2f} h; "
+        f"ideal {single / 32 / 3600:.2f} h"
+    )
+    print(f"peak RSS at {label(largest)} with 2 workers: {two['rss_mib'] / 1024:.2f} GiB (target < 2 GiB)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sizes", default="1000000,10000000", help="comma-separated interaction counts")
+    parser.add_argument("--sizes", default="1000000,10000000", help="engine/pandas sizes (comma-separated; '' skips)")
+    parser.add_argument("--full-sizes", default="1000000,10000000", help="full-prepare sizes ('' skips)")
+    parser.add_argument("--baseline", type=Path, default=None, help="another checkout to run the full prepare of")
     parser.add_argument("--child", nargs=3, metavar=("IMPL", "LOGS", "OUT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -212,10 +423,13 @@ def main() -> None:
         run = run_recgpt if implementation == "recgpt" else run_pandas
         sys.stdout.write(json.dumps(run(Path(logs), Path(out))) + "\n")
         return
-    sizes = [int(size) for size in args.sizes.split(",")]
+    sizes = [int(size) for size in args.sizes.split(",") if size]
+    full_sizes = [int(size) for size in args.full_sizes.split(",") if size]
     root = Path(tempfile.mkdtemp(prefix="recgpt-bench-prep-"))
     results: dict[tuple[int, str], dict[str, float]] = {}
     try:
+        if full_sizes:
+            run_full(full_sizes, root, args.baseline)
         for size in sizes:
             generate(root / f"logs-{size}", size)
             for implementation in ("recgpt", "pandas"):
@@ -226,7 +440,8 @@ def main() -> None:
             shutil.rmtree(root / f"logs-{size}", ignore_errors=True)
     finally:
         shutil.rmtree(root, ignore_errors=True)
-    report(sizes, results)
+    if sizes:
+        report(sizes, results)
 
 
 def report(sizes: list[int], results: dict[tuple[int, str], dict[str, float]]) -> None:

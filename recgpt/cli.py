@@ -111,6 +111,12 @@ def _checkpoint_update_code(args: argparse.Namespace) -> None:
     sys.stdout.write(f"{update_mpt_code(args.source, Path(args.output))}\n")
 
 
+def _merge(args: argparse.Namespace) -> None:
+    from recgpt.data.merge import merge_prepared
+
+    sys.stdout.write(f"{merge_prepared(args.output, args.parts)}\n")
+
+
 def _checkpoint_to_safetensors(args: argparse.Namespace) -> None:
     from recgpt.training.checkpoints import convert_to_safetensors
 
@@ -138,6 +144,10 @@ def build_parser() -> argparse.ArgumentParser:
     prepare.add_argument("config", help="a data YAML, e.g. configs/data/movielens-100k.yaml")
     prepare.add_argument("overrides", nargs="*", help="key=value overrides, e.g. max_users=50")
     prepare.set_defaults(handler=_prepare)
+    merge = data.add_parser("merge", help="join partition outputs (partition=K/N) into one dataset")
+    merge.add_argument("output", help="the merged output folder (replaced atomically)")
+    merge.add_argument("parts", nargs="+", help="the partition outputs, in any order")
+    merge.set_defaults(handler=_merge)
     download = data.add_parser("download", help="fetch a public dump (resumable, checksummed)")
     download.add_argument("name", help="e.g. movielens-1m, amazon2014:Beauty, amazon2023:All_Beauty, goodreads:poetry")
     download.add_argument("--dest", default="data/raw", help="parent folder; files go to <dest>/<name>")

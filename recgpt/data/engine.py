@@ -32,7 +32,7 @@ import functools
 import json
 import logging
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -236,6 +236,7 @@ class Engine:
         # run (measured faster than a database file at 10M interactions, bench/prep.py).
         self.connection = connect(work / "spill", memory_limit, threads)
         self.counts: dict[str, dict[str, int]] = {}
+        self.seed = 0
 
     def scalar(self, sql: str, parameters: Sequence[Any] = ()) -> Any:
         """The single value of a query."""
@@ -254,6 +255,7 @@ class Engine:
         max_users: int | None = None,
     ) -> None:
         """Run steps 1-5 for every source into the table ``events`` (``max_users``: a seeded sample per source)."""
+        self.seed = int(seed)
         sql = self.connection.execute
         sql(
             "CREATE OR REPLACE TABLE catalog (source VARCHAR, item_id VARCHAR, title VARCHAR, attributes VARCHAR, "
@@ -410,70 +412,83 @@ class Engine:
         )
         log.info("%s: %s", plan.name, self.counts[plan.name])
 
-    def pretraining(self, batch_size: int = 200_000) -> Iterator[tuple[str, str, list[str], list[int]]]:
+    def user_hash(self) -> str:
+        """SQL of a user's seeded hash, ``md5_number(seed|source|user_id)`` as the user split salts it (a ``?``).
+
+        Columns are qualified: the pre-training query's SELECT names its own ``source``/``user_id`` aliases.
+        """
+        return "md5_number(CAST(? AS VARCHAR) || '|' || events.source || '|' || events.user_id)"
+
+    def _share_sql(self, partition: tuple[int, int] | None) -> tuple[str, list[Any]]:
+        """The WHERE clause keeping partition ``(index, count)`` (0-based) of the users, and its parameters."""
+        if partition is None:
+            return "", []
+        index, count = partition
+        return f" AND {self.user_hash()} % {int(count)} = {int(index)}", [str(self.seed)]
+
+    def _pretraining_sql(self, partition: tuple[int, int] | None, extra: str = "") -> tuple[str, list[Any]]:
+        where, parameters = self._share_sql(partition)
+        sql = (
+            "SELECT CASE WHEN pos = 0 THEN source END AS source, CASE WHEN pos = 0 THEN user_id END AS user_id, "
+            f"line, ord{extra} FROM events WHERE user_group = 'pretrain'{where}"
+        )
+        return sql, parameters
+
+    def _histories_sql(self, partition: tuple[int, int] | None, extra: str = "") -> tuple[str, list[Any]]:
+        where, parameters = self._share_sql(partition)
+        names = ", ".join(HISTORY_COLUMNS)
+        sql = f"SELECT source, user_id, user_group, {names}{extra} FROM events WHERE user_group <> 'pretrain'{where}"
+        return sql, parameters
+
+    def pretraining(
+        self, batch_size: int = 200_000, partition: tuple[int, int] | None = None
+    ) -> Iterator[tuple[str, str, list[str], list[int]]]:
         """Pre-training users as ``(source, user_id, lines, orders)``, in the order ``events`` holds them.
 
         The corpus is mostly these users, so only what their documents need crosses into Python: each event's
         line and file order, with the user named on the first event only (``pos = 0`` starts a user). ``events``
         is written sorted by user and position, and a scan without ORDER BY returns insertion order
-        (``preserve_insertion_order``), so no second sort is needed.
+        (``preserve_insertion_order``), so no second sort is needed. ``partition`` ``(index, count)`` keeps the
+        users whose seeded hash (``user_hash``) is ``index`` modulo ``count``.
         """
-        reader = self.stream(
-            "SELECT CASE WHEN pos = 0 THEN source END AS source, CASE WHEN pos = 0 THEN user_id END AS user_id, "
-            "line, ord FROM events WHERE user_group = 'pretrain'",
-            batch_size=batch_size,
-        )
-        current: tuple[str, str, list[str], list[int]] | None = None
-        for batch in reader:
-            columns = batch.to_pydict()
-            starts = [index for index, user in enumerate(columns["user_id"]) if user is not None]
-            if current is not None and (not starts or starts[0] > 0):  # the user in progress goes on
-                end = starts[0] if starts else batch.num_rows
-                current[2].extend(columns["line"][:end])
-                current[3].extend(columns["ord"][:end])
-            for position, start in enumerate(starts):
-                if current is not None:
-                    yield current
-                end = starts[position + 1] if position + 1 < len(starts) else batch.num_rows
-                current = (
-                    columns["source"][start],
-                    columns["user_id"][start],
-                    columns["line"][start:end],
-                    columns["ord"][start:end],
-                )
-        if current is not None:
-            yield current
+        sql, parameters = self._pretraining_sql(partition)
+        yield from pretraining_users(self.stream(sql, parameters, batch_size=batch_size))
 
-    def histories(self, batch_size: int = 100_000) -> Iterator[UserHistory]:
-        """The fine-tuning and benchmark users' histories, in the order ``events`` holds them (see ``pretraining``).
+    def histories(self, batch_size: int = 100_000, partition: tuple[int, int] | None = None) -> Iterator[UserHistory]:
+        """The fine-tuning and benchmark users' histories, in the order ``events`` holds them (see ``pretraining``)."""
+        sql, parameters = self._histories_sql(partition)
+        yield from user_histories(self.stream(sql, parameters, batch_size=batch_size))
 
-        Arrow batches are cut into users by slicing their columns, so Python holds a batch and the user in
-        progress, with no record per event.
+    def export_shares(self, folder: Path, workers: int, partition: tuple[int, int] | None = None) -> list[Path]:
+        """Write the users of ``partition`` as ``workers`` disjoint shares, one folder each, in one scan.
+
+        A user goes to share ``(user_hash // partition_count) % workers`` (the hash's next digit after the
+        partition's), so shares split a partition evenly. Each folder holds ``pretraining.parquet`` and
+        ``histories.parquet``, the rows of ``pretraining`` and ``histories`` in the same order, which
+        ``pretraining_users`` and ``user_histories`` read back.
         """
-        names = ", ".join(HISTORY_COLUMNS)
-        reader = self.stream(
-            f"SELECT source, user_id, user_group, {names} FROM events WHERE user_group <> 'pretrain'",
-            batch_size=batch_size,
-        )
-        pending: UserHistory | None = None
-        for batch in reader:
-            columns = batch.to_pydict()
-            keys = list(zip(columns["source"], columns["user_id"], strict=True))
-            start = 0
-            for index in range(1, len(keys) + 1):
-                if index < len(keys) and keys[index] == keys[start]:
-                    continue
-                part = {name: columns[name][start:index] for name in HISTORY_COLUMNS}
-                if pending is not None and (pending.source, pending.user_id) == keys[start]:
-                    for name in HISTORY_COLUMNS:
-                        pending.columns[name].extend(part[name])
-                else:
-                    if pending is not None:
-                        yield pending
-                    pending = UserHistory(*keys[start], columns["user_group"][start], part)
-                start = index
-        if pending is not None:
-            yield pending
+        count = partition[1] if partition else 1
+        extra = f", CAST(({self.user_hash()} // {int(count)}) % {int(workers)} AS INTEGER) AS share"
+        folders = [folder / f"share-{index:03d}" for index in range(workers)]
+        for path in folders:
+            path.mkdir(parents=True, exist_ok=True)
+        for name, build in (("pretraining", self._pretraining_sql), ("histories", self._histories_sql)):
+            sql, parameters = build(partition, extra)
+            reader = self.stream(sql, [str(self.seed), *parameters])
+            schema = reader.schema.remove(reader.schema.get_field_index("share"))
+            writers = [pq.ParquetWriter(path / f"{name}.parquet", schema) for path in folders]
+            try:
+                for batch in reader:
+                    shares = batch.column("share").to_numpy()
+                    table = pa.Table.from_batches([batch]).drop_columns(["share"])
+                    for index, writer in enumerate(writers):
+                        part = table.filter(pa.array(shares == index))
+                        if part.num_rows:
+                            writer.write_table(part)
+            finally:
+                for writer in writers:
+                    writer.close()
+        return folders
 
     def item_rows(self, source: str) -> Iterator[dict[str, Any]]:
         """The catalogue of a source after cleaning (items some kept event names), in id order."""
@@ -495,10 +510,11 @@ class Engine:
         for batch in reader:
             yield from batch.column(0).to_pylist()
 
-    def leaked(self, trained_keys: Path, limit: int = 5) -> list[tuple[str, str, int, str]]:
+    def leaked(self, trained_keys: Path | Sequence[Path], limit: int = 5) -> list[tuple[str, str, int, str]]:
         """Held-out events whose content reached a training text of their own user (should be none).
 
-        A training text is known by the events it was rendered from (``trained_keys``: source, user, order). A
+        A training text is known by the events it was rendered from (``trained_keys``: Parquet files of source,
+        user, order, one per writer). A
         held-out event of either protocol leaks when a trained event of the same user names the same item (a
         next-item target a model has seen) or renders to the same full line (a rating target a model has seen).
         Events are compared by what they render to, never by file order alone.
@@ -515,8 +531,64 @@ class Engine:
                 AND (t.item_id = h.item_id OR t.line = h.line)
             WHERE h.next_item IS NOT NULL OR h.rating_split IS NOT NULL
             ORDER BY 1, 2, 3 LIMIT $limit"""
-        return self._sql(query, {"keys": str(trained_keys), "limit": int(limit)}).fetchall()
+        paths = [trained_keys] if isinstance(trained_keys, Path) else list(trained_keys)
+        return self._sql(query, {"keys": [str(path) for path in paths], "limit": int(limit)}).fetchall()
 
     def close(self) -> None:
         """Close the database."""
         self.connection.close()
+
+
+def pretraining_users(batches: Iterable[pa.RecordBatch]) -> Iterator[tuple[str, str, list[str], list[int]]]:
+    """Pre-training users ``(source, user_id, lines, orders)`` from rows named on each user's first row only.
+
+    The rows are ``Engine.pretraining``'s (or a share's ``pretraining.parquet``): ``source, user_id, line, ord``
+    with ``source``/``user_id`` null after a user's first row.
+    """
+    current: tuple[str, str, list[str], list[int]] | None = None
+    for batch in batches:
+        columns = batch.to_pydict()
+        starts = [index for index, user in enumerate(columns["user_id"]) if user is not None]
+        if current is not None and (not starts or starts[0] > 0):  # the user in progress goes on
+            end = starts[0] if starts else batch.num_rows
+            current[2].extend(columns["line"][:end])
+            current[3].extend(columns["ord"][:end])
+        for position, start in enumerate(starts):
+            if current is not None:
+                yield current
+            end = starts[position + 1] if position + 1 < len(starts) else batch.num_rows
+            current = (
+                columns["source"][start],
+                columns["user_id"][start],
+                columns["line"][start:end],
+                columns["ord"][start:end],
+            )
+    if current is not None:
+        yield current
+
+
+def user_histories(batches: Iterable[pa.RecordBatch]) -> Iterator[UserHistory]:
+    """``UserHistory`` records from rows of ``source, user_id, user_group`` and ``HISTORY_COLUMNS``, users in a row.
+
+    Arrow batches are cut into users by slicing their columns, so Python holds a batch and the user in
+    progress, with no record per event.
+    """
+    pending: UserHistory | None = None
+    for batch in batches:
+        columns = batch.to_pydict()
+        keys = list(zip(columns["source"], columns["user_id"], strict=True))
+        start = 0
+        for index in range(1, len(keys) + 1):
+            if index < len(keys) and keys[index] == keys[start]:
+                continue
+            part = {name: columns[name][start:index] for name in HISTORY_COLUMNS}
+            if pending is not None and (pending.source, pending.user_id) == keys[start]:
+                for name in HISTORY_COLUMNS:
+                    pending.columns[name].extend(part[name])
+            else:
+                if pending is not None:
+                    yield pending
+                pending = UserHistory(*keys[start], columns["user_group"][start], part)
+            start = index
+    if pending is not None:
+        yield pending

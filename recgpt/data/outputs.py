@@ -25,6 +25,8 @@ from recgpt.encoding import ExampleTooLongError
 
 TokenCounter = Callable[[list[str]], list[int]]
 PromptFitter = Callable[[str], str]
+# ``(header, lines, copies)``: a document written ``copies`` times to the corpus, for the MDS shards.
+DocumentSink = Callable[[str, list[str], int], None]
 KEY_SCHEMA = pa.schema([("source", pa.string()), ("user_id", pa.string()), ("ord", pa.int64())])
 
 
@@ -121,17 +123,21 @@ class CorpusWriter:
         settings: OutputSettings,
         count_tokens: TokenCounter | None = None,
         fit_prompt: PromptFitter | None = None,
+        documents: DocumentSink | None = None,
     ) -> None:
         """Args:
-        count_tokens: Token counts of lines, for chunking (None: no chunking).
+        count_tokens: Token counts of lines, for chunking (None: no chunking); ``LineTokens`` keeps their ids.
         fit_prompt: Shortens a benchmark prompt to the token budget by whole lines (None: kept whole); it raises
             ``ExampleTooLongError`` when a prompt cannot fit, and the row is then counted and skipped.
+        documents: Receives each pre-training document as it is written (its header, lines and copies), so the
+            MDS shards are written in the corpus's order from the same line tokens (None: JSONL only).
         """
         self.root = root
         self.fit_prompt = fit_prompt
         self.domains = domains
         self.settings = settings
         self.count_tokens = count_tokens
+        self.documents = documents
         self.files: dict[str, TextIO] = {}
         self.keys: tuple[list[str], list[str], list[int]] = ([], [], [])
         self.key_writer = pq.ParquetWriter(root / "trained_keys.parquet", KEY_SCHEMA)
@@ -194,6 +200,8 @@ class CorpusWriter:
         for start, stop in bounds if copies else []:
             row = json_line({"text": render_document(self.domains[source], lines[start:stop])})
             self._file("pretraining/corpus.jsonl").write(row * copies)
+            if self.documents is not None:
+                self.documents(HISTORY_HEADER.format(noun=self.domains[source].noun), lines[start:stop], copies)
             counts["documents"] += copies
             self._trained(source, user, orders[start:stop])
         return bounds

@@ -1,12 +1,15 @@
 """``recgpt data prepare``: raw dumps -> RecGPT corpus, instruction data and benchmark splits, out of core.
 
 Stages: each source's adapter streams into Parquet (``ingest``); DuckDB cleans, splits and orders everything
-under a memory limit (``engine``); one user at a time is written out (``outputs``); a leak check proves no
-held-out event reached training text; the corpus is tokenized into MDS shards. Output layout (``output``)::
+under a memory limit (``engine``); one user at a time is written out (``outputs``), each line tokenized once for
+chunking and the MDS shards alike, in ``workers`` processes over disjoint user shares (``writing``); a leak check
+proves no held-out event reached training text. ``partition: K/N`` writes one of N partial outputs, which
+``recgpt.data.merge`` joins. Output layout (``output``)::
 
     pretraining/corpus.jsonl           {"text"}: one document per pre-training user or chunk (benchmark training
                                        events included, as RecGPT did), sources mixed by their weights
-    pretraining/mds/                   the documents as MDS shards of concatenated tokens (llm-foundry ``text``)
+    pretraining/mds/                   the documents as MDS shards of concatenated tokens (llm-foundry ``text``);
+                                       with workers, one sub-folder per share (part-NNN) and a tail, one index
     instruct/train.jsonl               {"prompt","response"}: both tasks, RecGPT's released format, shuffled
     instruct/validation.jsonl          {"prompt","response"}: benchmark validation rows, for eval loss
     benchmark/<source>/items.jsonl     the source's catalogue: item_id, title, attributes, text
@@ -37,16 +40,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from recgpt.config import load_config
-from recgpt.data.corpus import write_mds_shards
 from recgpt.data.engine import PROTOCOLS, Engine, LeakageError, SourcePlan, check_memory_limit, check_threads
 from recgpt.data.ingest import IngestResult, ingest_source
-from recgpt.data.outputs import CorpusWriter, OutputSettings
+from recgpt.data.outputs import OutputSettings
 from recgpt.data.render import HISTORY_HEADER, NEXT_ITEM_TASK, RATING_TASK, json_line, render_prompt
 from recgpt.data.sources import ADAPTERS, adapter
 from recgpt.data.sources.readers import Limits
 from recgpt.data.sources.recbole import atomic_paths, packaged_movielens_100k
-from recgpt.encoding import fit_prompt_text
+from recgpt.data.writing import WriteResult, WriteTask, write_users, write_with_workers
 from recgpt.files import OutputFolderError, atomic_directory, tree_digest, write_text_atomic
 
 log = logging.getLogger(__name__)
@@ -56,6 +60,8 @@ _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}$")  # never "." or "..": 
 _FOLDER_ROLES = frozenset({("netflix", "ratings")})
 # The marker in manifest.json of an output folder this command wrote; only such a folder is ever replaced.
 WRITTEN_BY = "recgpt data prepare"
+# A partial output's unfinished last MDS block (int32), which a merge carries into its tail (``recgpt.data.merge``).
+LEFTOVER_TOKENS = "leftover_tokens.npy"
 
 
 @dataclass
@@ -125,7 +131,15 @@ class PrepareConfig:
         memory_limit: DuckDB's memory limit; beyond it, work spills to disk.
         threads: DuckDB threads (null: all cores).
         max_users: Keep this many users per source, a seeded sample (null keeps all); for quick runs.
-        seed: Seeds every hash-based choice (user split, random split, weights, sampling, shuffling).
+        seed: Seeds every hash-based choice (user split, random split, weights, sampling, shuffling, shares).
+        workers: Processes of the writing phase (rendering, tokenizing, JSONL and MDS), each over a disjoint share
+            of users by their seeded hash; 1 writes in this process. Null: one per core, but no more than one per
+            100K kept interactions (a small corpus is written in process). The output is deterministic for a
+            given config and worker count; across worker counts the same documents, rows and token counts come
+            in another order (``recgpt.data.writing``).
+        partition: ``K/N`` writes only the users whose seeded hash falls in partition K of N (1 <= K <= N), a
+            partial output marked in its manifest, for one of N independent jobs; ``recgpt.data.merge`` joins
+            the N outputs into the dataset one run would write. Null: every user.
     """
 
     output: str = "artifacts/corpus"
@@ -142,6 +156,8 @@ class PrepareConfig:
     threads: int | None = None
     max_users: int | None = None
     seed: int = 17
+    workers: int | None = None
+    partition: str | None = None
 
 
 def validate(config: PrepareConfig) -> None:
@@ -168,6 +184,7 @@ def _validate_settings(config: PrepareConfig) -> None:
         ("max_reject_fraction", config.max_reject_fraction, 0.0 <= config.max_reject_fraction <= 1.0, "in [0, 1]"),
         ("max_field_chars", config.max_field_chars, config.max_field_chars >= 1, ">= 1"),
         ("max_users", config.max_users, config.max_users is None or config.max_users >= 1, ">= 1, or null for all"),
+        ("workers", config.workers, config.workers is None or _is_count(config.workers), ">= 1, or null for the cores"),
     ]
     vocab = config.tokenizer.train_vocab_size
     minimum = 256 + 2  # the byte alphabet and the EOS and pad tokens
@@ -185,6 +202,35 @@ def _validate_settings(config: PrepareConfig) -> None:
         raise ValueError(f"tokenizer.name: {name}: no such folder; give a tokenizer folder or a hub id")
     check_memory_limit(config.memory_limit)
     check_threads(config.threads)
+    parse_partition(config.partition)
+
+
+def _is_count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
+_PARTITION = re.compile(r"^\s*(\d+)\s*/\s*(\d+)\s*$")
+EVENTS_PER_WORKER = 100_000  # the default ``workers`` starts one process per this many kept interactions
+
+
+def parse_partition(value: Any) -> tuple[int, int] | None:
+    """``"K/N"`` as the 0-based ``(K - 1, N)`` the engine filters by, or None for null.
+
+    Example:
+        >>> parse_partition("3/16")
+        (2, 16)
+
+    Raises:
+        ValueError: Naming the key ``partition`` and the form it takes.
+    """
+    if value is None:
+        return None
+    match = _PARTITION.match(str(value))
+    if match is None or not 1 <= int(match.group(1)) <= int(match.group(2)):
+        raise ValueError(
+            f"partition: must be K/N with 1 <= K <= N (partition K of N jobs, e.g. 3/16), or null; got {value!r}"
+        )
+    return int(match.group(1)) - 1, int(match.group(2))
 
 
 def _validate_sources(config: PrepareConfig) -> None:
@@ -325,7 +371,7 @@ def _is_prepared_output(folder: Path) -> bool:
     )
 
 
-def _refuse_foreign_output(folder: Path) -> None:
+def refuse_foreign_output(folder: Path) -> None:
     """``atomic_directory``'s check: only a folder this command wrote may be replaced."""
     if not _is_prepared_output(folder):
         raise OutputFolderError(
@@ -404,48 +450,26 @@ def _tokenizer(config: PrepareConfig, engine: Engine, root: Path) -> Any:
     return AutoTokenizer.from_pretrained(str(root / "tokenizer"))
 
 
-def token_counter(tokenizer: Any, cache_size: int = 1_000_000) -> Any:
-    """``count(lines) -> token counts``, batched on the Rust tokenizer where there is one, with a bounded cache.
+def shuffle_lines(engine: Engine, sources: Sequence[Path], target: Path, seed: int) -> int:
+    """Write the lines of ``sources`` to ``target`` in a seeded order (an MD5 of each line), sorted out of core.
 
-    Histories repeat lines (the same movie rated the same way by many users), so most counts are cache hits.
-    """
-    backend = getattr(tokenizer, "backend_tokenizer", None)
-    cache: dict[str, int] = {}
-
-    def count(lines: list[str]) -> list[int]:
-        missing = [line for line in dict.fromkeys(lines) if line not in cache]
-        if missing:
-            if len(cache) + len(missing) > cache_size:
-                cache.clear()
-            if backend is not None:
-                lengths = [len(encoding.ids) for encoding in backend.encode_batch(missing, add_special_tokens=False)]
-            else:
-                lengths = [len(ids) for ids in tokenizer(missing, add_special_tokens=False)["input_ids"]]
-            cache.update(zip(missing, lengths, strict=True))
-        return [cache[line] for line in lines]
-
-    return count
-
-
-def _shuffle_lines(engine: Engine, source: Path, target: Path, seed: int) -> int:
-    """Write ``source``'s lines to ``target`` in a seeded order (an MD5 of each line), sorted out of core.
-
-    JSON lines hold no raw control characters, so the unit separator (0x1f) never splits one.
+    The order depends only on the set of lines, so the shuffled rows of partitions merge into exactly the file
+    one run writes. JSON lines hold no raw control characters, so the unit separator (0x1f) never splits one.
     """
     target.parent.mkdir(parents=True, exist_ok=True)
+    files = [str(path) for path in sources if path.exists() and path.stat().st_size]
     count = 0
     with target.open("w", encoding="utf-8") as handle:
-        if source.exists() and source.stat().st_size:
+        if files:
             reader = engine.stream(
                 "SELECT line FROM read_csv(?, columns={'line': 'VARCHAR'}, delim='\x1f', header=false, "
                 "quote='', escape='', auto_detect=false) ORDER BY md5(? || line), line",
-                [str(source), f"{seed}|"],
+                [files, f"{seed}|"],
             )
             for batch in reader:
                 for line in batch.column(0).to_pylist():
                     handle.write(line + "\n")
                     count += 1
-    source.unlink(missing_ok=True)
     return count
 
 
@@ -461,7 +485,7 @@ def prepare(config: PrepareConfig) -> Path:
     """
     validate(config)
     output = Path(config.output).expanduser().resolve()
-    with atomic_directory(output, check_replace=_refuse_foreign_output) as root:
+    with atomic_directory(output, check_replace=refuse_foreign_output) as root:
         work = root / ".work"
         ingested = _ingest(config, work, output)
         plans = [
@@ -498,7 +522,7 @@ def _check_users(config: PrepareConfig, engine: Engine) -> None:
             )
 
 
-def _check_written(config: PrepareConfig, root: Path, counts: dict[str, Any]) -> None:
+def check_written(config: PrepareConfig, root: Path, counts: dict[str, Any]) -> None:
     """An empty corpus, or a benchmark source without test rows, stops the run naming the source and the fix."""
     for source in config.sources:
         test = root / "benchmark" / source.name / "test.jsonl"
@@ -528,10 +552,8 @@ def _check_written(config: PrepareConfig, root: Path, counts: dict[str, Any]) ->
 
 
 def _write(config: PrepareConfig, engine: Engine, root: Path, ingested: dict[str, IngestResult]) -> dict[str, Any]:
+    """The writing phase (in ``workers`` processes), the leak check, the shuffle, catalogues and rejects."""
     tokenizer = _tokenizer(config, engine, root)
-
-    count_tokens = token_counter(tokenizer)
-
     settings = OutputSettings(
         examples_per_user=config.examples_per_user,
         max_seq_len=config.max_seq_len,
@@ -540,28 +562,98 @@ def _write(config: PrepareConfig, engine: Engine, root: Path, ingested: dict[str
         seed=config.seed,
         next_item_cut_points=config.next_item_cut_points,
     )
-
-    def fit(prompt: str) -> str:
-        return fit_prompt_text(tokenizer, prompt, config.max_seq_len)[1]
-
-    domains = {name: result.domain for name, result in ingested.items()}
-    writer = CorpusWriter(root, domains, settings, count_tokens, fit)
-    try:
-        for source, user, lines, orders in engine.pretraining():
-            writer.write_pretraining_user(source, user, lines, orders)
-        for history in engine.histories():
-            writer.write(history)
-    finally:
-        writer.close()
-    leaked = engine.leaked(root / "trained_keys.parquet")
+    trained = config.tokenizer.train_vocab_size is not None
+    task = WriteTask(
+        root,
+        root / "pretraining" / "mds",
+        {name: result.domain for name, result in ingested.items()},
+        settings,
+        str(root / "tokenizer") if trained else str(config.tokenizer.name),
+        config.max_seq_len,
+        log_level=logging.getLogger().getEffectiveLevel(),
+        tokenizer_json=backend.to_str() if (backend := getattr(tokenizer, "backend_tokenizer", None)) else None,
+        eos_token_id=tokenizer.eos_token_id,
+    )
+    partition, workers = parse_partition(config.partition), _worker_count(config, engine)
+    (root / "pretraining").mkdir(parents=True, exist_ok=True)
+    (root / "pretraining" / "corpus.jsonl").touch()
+    if workers == 1:
+        pretraining, histories = engine.pretraining(partition=partition), engine.histories(partition=partition)
+        result, keys = write_users(task, tokenizer, pretraining, histories), [root / "trained_keys.parquet"]
+    else:
+        result, keys = write_with_workers(
+            engine, task, root / ".work" / "shares", workers, partition, tokenizer.eos_token_id
+        )
+    leaked = engine.leaked(keys)
     if leaked:
         raise LeakageError(f"held-out events reached training text (source, user, order, split): {leaked}")
-    checked = engine.scalar("SELECT count(*) FROM read_parquet(?)", [str(root / "trained_keys.parquet")])
-    (root / "trained_keys.parquet").unlink()
-    _check_written(config, root, writer.counts)
-    rows = _shuffle_lines(
-        engine, root / "instruct" / "train.unshuffled.jsonl", root / "instruct" / "train.jsonl", config.seed
-    )
+    checked = engine.scalar("SELECT count(*) FROM read_parquet(?)", [[str(path) for path in keys]])
+    for path in keys:
+        path.unlink()
+    if partition is None:
+        check_written(config, root, result.counts)
+    else:
+        log.info(
+            "partition %s: a partial output; the empty-corpus checks run when the partitions are merged",
+            config.partition,
+        )
+    unshuffled = root / "instruct" / "train.unshuffled.jsonl"
+    rows = shuffle_lines(engine, [unshuffled], root / "instruct" / "train.jsonl", config.seed)
+    unshuffled.unlink(missing_ok=True)
+    _write_catalogues_and_rejects(config, engine, root, ingested)
+    manifest: dict[str, Any] = {
+        "config": dataclasses.asdict(config),
+        "sources": {
+            name: {
+                "domain": dataclasses.asdict(ingest.domain),
+                "items_read": ingest.items,
+                "interactions_read": ingest.interactions,
+                "rejects": dict(sorted(ingest.rejects.items())),
+                **engine.counts[name],
+                **dict(sorted(result.counts.get(name, {}).items())),
+            }
+            for name, ingest in ingested.items()
+        },
+        "leak_check": {"training_events_checked": checked, "held_out_found": 0, "passed": True},
+        "instruct": {"train": rows},
+        "pretraining": result.mds,
+        "tokenizer_vocab_size": len(tokenizer),
+        "workers": workers,
+    }
+    if partition is not None:
+        manifest["partition"] = partial_marker(partition, result, root, tokenizer.eos_token_id)
+    return manifest
+
+
+def _worker_count(config: PrepareConfig, engine: Engine) -> int:
+    """``workers``, or for null one per core but at most one per ``EVENTS_PER_WORKER`` kept interactions."""
+    if config.workers is not None:
+        return config.workers
+    events = sum(counts.get("interactions_out", 0) for counts in engine.counts.values())
+    share = parse_partition(config.partition)
+    events //= share[1] if share else 1
+    return max(1, min(os.cpu_count() or 1, math.ceil(events / EVENTS_PER_WORKER)))
+
+
+def partial_marker(partition: tuple[int, int], result: WriteResult, root: Path, eos_token_id: int) -> dict[str, Any]:
+    """The manifest's ``partition`` entry of a partial output, and its unfinished MDS block saved for a merge.
+
+    ``written`` holds the writers' own counts per source (summed by a merge; the other counts are global).
+    """
+    np.save(root / "pretraining" / LEFTOVER_TOKENS, result.rest.astype(np.int32), allow_pickle=False)
+    return {
+        "indices": [partition[0] + 1],
+        "count": partition[1],
+        "written": {name: dict(sorted(counts.items())) for name, counts in result.counts.items()},
+        "leftover_tokens": len(result.rest),
+        "eos_token_id": eos_token_id,
+    }
+
+
+def _write_catalogues_and_rejects(
+    config: PrepareConfig, engine: Engine, root: Path, ingested: dict[str, IngestResult]
+) -> None:
+    """Each benchmark source's catalogue (``items.jsonl``) and every source's rejected rows (``rejects.jsonl``)."""
     for source in config.sources:
         if source.benchmark:
             path = root / "benchmark" / source.name / "items.jsonl"
@@ -572,28 +664,3 @@ def _write(config: PrepareConfig, engine: Engine, root: Path, ingested: dict[str
     with (root / "rejects.jsonl").open("w", encoding="utf-8") as handle:
         for result in ingested.values():
             handle.write((result.folder / "rejects.jsonl").read_text(encoding="utf-8"))
-    log.info("writing MDS shards of %d-token samples", config.max_seq_len)
-    corpus = root / "pretraining" / "corpus.jsonl"
-    corpus.parent.mkdir(parents=True, exist_ok=True)
-    corpus.touch()
-    with corpus.open(encoding="utf-8") as handle:
-        documents = (json.loads(line)["text"] for line in handle)
-        mds = write_mds_shards(documents, tokenizer, root / "pretraining" / "mds", config.max_seq_len)
-    return {
-        "config": dataclasses.asdict(config),
-        "sources": {
-            name: {
-                "domain": dataclasses.asdict(result.domain),
-                "items_read": result.items,
-                "interactions_read": result.interactions,
-                "rejects": dict(sorted(result.rejects.items())),
-                **engine.counts[name],
-                **dict(sorted(writer.counts[name].items())),
-            }
-            for name, result in ingested.items()
-        },
-        "leak_check": {"training_events_checked": checked, "held_out_found": 0, "passed": True},
-        "instruct": {"train": rows},
-        "pretraining": mds,
-        "tokenizer_vocab_size": len(tokenizer),
-    }

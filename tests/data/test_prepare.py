@@ -89,7 +89,7 @@ def test_a_failed_run_keeps_the_previous_output(tmp_path: Path, monkeypatch: pyt
     def broken(*args, **kwargs):
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr("recgpt.data.prepare.write_mds_shards", broken)
+    monkeypatch.setattr("recgpt.data.writing.MDSDocuments.close", broken)  # the MDS shards fail to finish
     with pytest.raises(RuntimeError, match="disk full"):
         prepare(movielens_config(output, max_users=20))
     assert (output / "manifest.json").read_text() == before
