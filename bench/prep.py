@@ -428,8 +428,8 @@ def main() -> None:
     root = Path(tempfile.mkdtemp(prefix="recgpt-bench-prep-"))
     results: dict[tuple[int, str], dict[str, float]] = {}
     try:
-        if full_sizes:
-            run_full(full_sizes, root, args.baseline)
+        # Part 1 first: a child's ru_maxrss counts the pages it had at fork, so it must start from a small parent
+        # (part 2's profile runs a prepare in this process).
         for size in sizes:
             generate(root / f"logs-{size}", size)
             for implementation in ("recgpt", "pandas"):
@@ -438,10 +438,13 @@ def main() -> None:
                 )
                 shutil.rmtree(root / f"out-{size}-{implementation}", ignore_errors=True)
             shutil.rmtree(root / f"logs-{size}", ignore_errors=True)
+        if sizes:
+            report(sizes, results)
+            sys.stdout.flush()
+        if full_sizes:
+            run_full(full_sizes, root, args.baseline)
     finally:
         shutil.rmtree(root, ignore_errors=True)
-    if sizes:
-        report(sizes, results)
 
 
 def report(sizes: list[int], results: dict[tuple[int, str], dict[str, float]]) -> None:
