@@ -115,6 +115,20 @@ def generate(folder: Path, interactions: int, seed: int = 7) -> None:
         ) TO '{folder / "interactions.csv"}' (HEADER)""")
 
 
+# The generic adapter's column map of the synthetic logs, shared by both parts of the bench.
+SHOP_OPTIONS = {
+    "interaction_columns": {
+        "user_id": "user_id",
+        "item_id": "item_id",
+        "timestamp": "ts",
+        "rating": "rating",
+        "review": "review",
+    },
+    "item_columns": {"item_id": "item_id", "title": "title", "attributes": {"Brand": "brand"}},
+    "domain": {"name": "shop", "noun": "products", "identifying": ["Brand"]},
+}
+
+
 def run_recgpt(logs: Path, out: Path) -> dict[str, int]:
     """recgpt's pipeline: DuckDB-native ingest, the engine (1 GB memory limit) and the streaming writers."""
     from recgpt.data.engine import Engine, SourcePlan
@@ -122,19 +136,8 @@ def run_recgpt(logs: Path, out: Path) -> dict[str, int]:
     from recgpt.data.outputs import CorpusWriter, OutputSettings
     from recgpt.data.sources.readers import Limits
 
-    options = {
-        "interaction_columns": {
-            "user_id": "user_id",
-            "item_id": "item_id",
-            "timestamp": "ts",
-            "rating": "rating",
-            "review": "review",
-        },
-        "item_columns": {"item_id": "item_id", "title": "title", "attributes": {"Brand": "brand"}},
-        "domain": {"name": "shop", "noun": "products", "identifying": ["Brand"]},
-    }
     paths = {"interactions": logs / "interactions.csv", "items": logs / "items.csv"}
-    result = ingest_source("shop", "generic", paths, options, out / "work" / "shop", Limits(), "1GB")
+    result = ingest_source("shop", "generic", paths, SHOP_OPTIONS, out / "work" / "shop", Limits(), "1GB")
     engine = Engine(out / "work" / "db", memory_limit="1GB")
     engine.load([SourcePlan("shop", result.folder, result.domain)], 5, 0.005, 17)
     writer = CorpusWriter(out, {"shop": result.domain}, OutputSettings(max_seq_len=None))
@@ -222,17 +225,7 @@ def write_data_config(logs: Path, out: Path, tokenizer: Path) -> Path:
         "name": "shop",
         "format": "generic",
         "paths": {"interactions": str(logs / "interactions.csv"), "items": str(logs / "items.csv")},
-        "options": {
-            "interaction_columns": {
-                "user_id": "user_id",
-                "item_id": "item_id",
-                "timestamp": "ts",
-                "rating": "rating",
-                "review": "review",
-            },
-            "item_columns": {"item_id": "item_id", "title": "title", "attributes": {"Brand": "brand"}},
-            "domain": {"name": "shop", "noun": "products", "identifying": ["Brand"]},
-        },
+        "options": SHOP_OPTIONS,
     }
     config = {
         "output": str(out),
