@@ -9,6 +9,11 @@ Two measurements, each against its baseline in the same process, on the same mod
 2. Likelihood ranking of 1,000 candidate items: ``recgpt.inference.decoding.score_candidates`` (the prompt's
    cache copied to every candidate) against scoring each candidate from scratch (prompt + candidate, in batches
    of the same size). Reported in candidates per second, with the largest score difference.
+3. Full-catalogue likelihood ranking, the method ``likelihood`` of ``recgpt evaluate``: the exact top-10 search
+   over the catalogue's token tree (``recgpt.inference.tree.top_k_tree``, each user's seen items excluded)
+   against ranking ``score_candidates``' scores of every item (what ``likelihood`` did before the tree). Reported
+   in users per second, with the share of users whose top-10 lists are identical and the largest difference
+   between the two sides' scores of the listed items.
 
 The model is the demo's architecture (d_model 128, 4 layers, ALiBi): the trained demo model when ``--model`` names
 it, else a seeded random initialisation (its beams rarely end early, the slowest case for both sides). Usage::
@@ -127,11 +132,41 @@ def scratch_scores(
     return scores
 
 
+def rank_catalogue(
+    model: Any, tokenizer: Any, catalogue: Any, rows: list[dict[str, Any]], excluded: list[set[str]]
+) -> tuple[int, float, float, float, float]:
+    """Top 10 of the full catalogue per user, both ways: ``(users, flat s, tree s, share identical, max diff)``."""
+    from recgpt.encoding import fit_prompt
+    from recgpt.inference.decoding import score_candidates
+    from recgpt.inference.generate import context_length
+    from recgpt.inference.tree import CandidateTree, top_k_tree
+
+    lines = [[*tokens, tokenizer.eos_token_id] for tokens in catalogue.tokens]
+    budget = context_length(model) - max(len(line) for line in lines)
+    tree = CandidateTree.build(lines)
+    flat_seconds = tree_seconds = difference = 0.0
+    same = 0
+    for row, exclude in zip(rows, excluded, strict=True):
+        prompt = fit_prompt(tokenizer, row["prompt"], budget)[0]
+        allowed = torch.tensor([item not in exclude for item in catalogue.item_ids])
+        started = time.perf_counter()
+        scores = score_candidates(model, prompt, lines, pad_id=tokenizer.pad_token_id)
+        flat = [i for i in sorted(range(len(lines)), key=lambda i: -scores[i]) if allowed[i]][:10]
+        flat_seconds += time.perf_counter() - started
+        started = time.perf_counter()
+        found = top_k_tree(model, prompt, tree, 10, allowed)
+        tree_seconds += time.perf_counter() - started
+        same += [i for i, _ in found] == flat
+        difference = max(difference, *(abs(score - scores[i]) for i, score in found))
+    return len(rows), flat_seconds, tree_seconds, same / len(rows), difference
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--users", type=int, default=32, help="test users decoded by both next-item loops")
     parser.add_argument("--candidates", type=int, default=1000)
     parser.add_argument("--prompts", type=int, default=3, help="prompts whose candidates are scored both ways")
+    parser.add_argument("--rank-users", type=int, default=10, help="users ranked over the full catalogue both ways")
     parser.add_argument("--batch-size", type=int, default=16, help="prompts per call of the batched beam search")
     parser.add_argument("--model", type=Path, default=None, help="a trained model folder (default: random init)")
     parser.add_argument("--data", type=Path, default=None, help="a prepared folder (default: prepare 200 users)")
@@ -180,6 +215,10 @@ def main() -> None:
             full = scratch_scores(model, prompt, candidates, tokenizer.pad_token_id, batch_size=256)
             scratch_seconds += time.perf_counter() - started
             difference = max(difference, *(abs(a - b) for a, b in zip(shared, full, strict=True)))
+        users, flat_seconds, tree_seconds, same, rank_difference = rank_catalogue(
+            model, tokenizer, catalogue, rows[: args.rank_users], excluded[: args.rank_users]
+        )
+        tree_users_per_second = users / tree_seconds
 
     source = str(args.model) if args.model else "random init"
     tokens = sum(len(p) for p in prompts) / len(prompts)
@@ -203,6 +242,15 @@ def main() -> None:
     print(
         f"speed-up {speedup:.2f}x (target >= 10x: {'holds' if speedup >= 10 else 'misses'}); "
         f"largest score difference {difference:.2e}"
+    )
+    print(f"{f'full-catalogue ranking, {len(catalogue.tokens)} items, top 10':<44}{'users/s':>10}{'seconds':>10}")
+    print(f"{'score_candidates on every item, then sort':<44}{users / flat_seconds:>10.2f}{flat_seconds:>10.1f}")
+    print(f"{'recgpt: exact top-10 search over the tree':<44}{users / tree_seconds:>10.2f}{tree_seconds:>10.1f}")
+    speedup = flat_seconds / tree_seconds
+    print(
+        f"speed-up {speedup:.2f}x; {tree_users_per_second:.2f} users/s (target >= 3: "
+        f"{'holds' if tree_users_per_second >= 3 else 'misses'}); identical top-10 for {same:.0%} of users; "
+        f"largest score difference {rank_difference:.2e}"
     )
 
 

@@ -12,7 +12,7 @@ import itertools
 from dataclasses import dataclass
 from typing import Protocol
 
-from recgpt.data.render import Instruction, parse_prompt, render_prompt
+from recgpt.data.render import PROMPT_SUFFIX, Instruction, parse_prompt, render_prompt
 
 IGNORE_INDEX = -100
 
@@ -35,18 +35,15 @@ class EncodedExample:
 
     Attributes:
         input_ids: Prompt ids followed by response ids and EOS.
-        labels: ``IGNORE_INDEX`` over the prompt, the ids themselves over the response and EOS.
+        labels: ``IGNORE_INDEX`` over the prompt (but its item lines with ``loss_on_history``), the ids themselves
+            over the response and EOS.
         dropped_lines: How many of the oldest history lines were removed to fit.
     """
 
     input_ids: list[int]
     labels: list[int]
     dropped_lines: int
-
-    @property
-    def prompt_length(self) -> int:
-        """How many leading tokens are prompt (masked out of the loss)."""
-        return len(self.labels) - sum(1 for label in self.labels if label != IGNORE_INDEX)
+    prompt_length: int  # how many leading tokens are prompt (masked out of the loss but for history lines)
 
 
 def encode_response(tokenizer: Tokenizer, response: str) -> list[int]:
@@ -109,7 +106,9 @@ def fit_prompt_text(tokenizer: Tokenizer, prompt: str, budget: int) -> tuple[lis
     return best[1], shortened(best[0]), len(parsed.lines) - best[0]
 
 
-def encode_example(tokenizer: Tokenizer, prompt: str, response: str, max_seq_len: int) -> EncodedExample:
+def encode_example(
+    tokenizer: Tokenizer, prompt: str, response: str, max_seq_len: int, loss_on_history: bool = False
+) -> EncodedExample:
     """Encode a prompt/response pair for training, with loss on the response tokens and EOS only.
 
     Example (ids from a toy tokenizer, EOS = 0)::
@@ -119,12 +118,40 @@ def encode_example(tokenizer: Tokenizer, prompt: str, response: str, max_seq_len
         labels       [-100, -100, -100, 8, 9, 0]
 
     The full response is always kept; if the pair is longer than ``max_seq_len``, the oldest history lines of
-    the prompt are removed (``fit_prompt``).
+    the prompt are removed (``fit_prompt``). With ``loss_on_history`` the prompt's item lines are targets too
+    (``history_span``): each line of a next-item prompt is itself a next item in the response's format, so one
+    prompt trains every position of its history, the way SASRec trains, instead of only its last.
     """
     response_ids = encode_response(tokenizer, response)
     budget = max_seq_len - len(response_ids)
     if budget <= 0:
         raise ExampleTooLongError(f"response of {len(response_ids)} tokens (EOS included) exceeds {max_seq_len}")
-    prompt_ids, dropped = fit_prompt(tokenizer, prompt, budget)
+    prompt_ids, text, dropped = fit_prompt_text(tokenizer, prompt, budget)
     labels = [IGNORE_INDEX] * len(prompt_ids) + response_ids
-    return EncodedExample([*prompt_ids, *response_ids], labels, dropped)
+    if loss_on_history:
+        start, stop = history_span(tokenizer, text)
+        labels[start:stop] = prompt_ids[start:stop]
+    return EncodedExample([*prompt_ids, *response_ids], labels, dropped, len(prompt_ids))
+
+
+def history_span(tokenizer: Tokenizer, prompt: str) -> tuple[int, int]:
+    """The token range ``[start, stop)`` of a templated prompt's item lines (empty for an untemplated prompt).
+
+    A token counts when its characters lie inside the lines, from the first line's start up to the blank line
+    before ``### Response:``; the newlines between lines are inside. Needs a fast tokenizer (character offsets).
+
+    Example (one token per character)::
+
+        "### Instruction:\nT\nH:\n\nA\nB\n\n### Response:"   ->  the tokens of "A\nB"
+    """
+    instruction = parse_prompt(prompt)
+    if instruction is None:
+        return 0, 0
+    parsed = Instruction.parse(instruction)
+    if not parsed.lines:
+        return 0, 0
+    first = len(prompt) - len(PROMPT_SUFFIX) - len("\n".join(parsed.lines))
+    last = len(prompt) - len(PROMPT_SUFFIX)
+    encoded = tokenizer(prompt, return_offsets_mapping=True)  # type: ignore[call-arg]
+    inside = [i for i, (a, b) in enumerate(encoded["offset_mapping"]) if a >= first and b <= last and b > a]
+    return (inside[0], inside[-1] + 1) if inside else (0, 0)

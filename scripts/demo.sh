@@ -14,6 +14,8 @@ EVAL_ARGS=${EVAL_ARGS:-}
 NPROC=${NPROC:-1}                   # composer processes (2: DDP over gloo)
 started=$(date +%s)
 step() { printf '\n==> [%ss] %s\n' "$(( $(date +%s) - started ))" "$*" >&2; }
+mkdir -p "$DEMO_DIR"
+MLRUNS="$(cd "$DEMO_DIR" && pwd)/mlruns"   # the MLflow store of every stage (absolute: `mlflow ui` needs it)
 
 step "1/5 data: MovieLens-100K -> corpus, instructions, leave-one-out benchmark, BPE tokenizer, MDS shards"
 # shellcheck disable=SC2086
@@ -22,18 +24,20 @@ recgpt data prepare configs/data/movielens-100k.yaml output="$DEMO_DIR/data" $PR
 step "2/5 continued pre-training of a tiny MPT (ALiBi) on the training histories"
 # shellcheck disable=SC2086
 composer -n "$NPROC" scripts/train.py configs/demo/pre-training.yaml \
-  variables.data_dir="$DEMO_DIR/data" variables.run_dir="$DEMO_DIR/pre-training" $PT_ARGS >&2
+  variables.data_dir="$DEMO_DIR/data" variables.run_dir="$DEMO_DIR/pre-training" \
+  variables.mlflow_uri="file:$MLRUNS" $PT_ARGS >&2
 
 step "3/5 instruction fine-tuning (next item + rating) from the pre-trained checkpoint"
 # shellcheck disable=SC2086
 composer -n "$NPROC" scripts/train.py configs/demo/fine-tuning.yaml \
   variables.data_dir="$DEMO_DIR/data" variables.run_dir="$DEMO_DIR/fine-tuning" \
-  variables.pretrained="$DEMO_DIR/pre-training/hf/huggingface/final" $FT_ARGS >&2
+  variables.pretrained="$DEMO_DIR/pre-training/hf/huggingface/final" variables.mlflow_uri="file:$MLRUNS" $FT_ARGS >&2
 
 step "4/5 evaluation: HR@K / NDCG@K over the full catalogue and RMSE / MAE, beside baselines"
 # shellcheck disable=SC2086
 recgpt evaluate configs/eval/demo.yaml model="$DEMO_DIR/fine-tuning/hf/huggingface/final" \
-  data="$DEMO_DIR/data" output="$DEMO_DIR/eval" $EVAL_ARGS > "$DEMO_DIR/eval-table.txt"
+  data="$DEMO_DIR/data" output="$DEMO_DIR/eval" mlflow="file:$MLRUNS" mlflow_experiment=recgpt-demo \
+  $EVAL_ARGS > "$DEMO_DIR/eval-table.txt"
 head -n -1 "$DEMO_DIR/eval-table.txt" >&2
 
 step "5/5 serving: recgpt serve, then one test user's top-10 and a rating over HTTP"
@@ -45,5 +49,6 @@ trap 'kill "$server" 2>/dev/null || true' EXIT
 python scripts/ask_service.py --url "http://127.0.0.1:$port" --data "$DEMO_DIR/data" --k 10 >&2
 kill "$server" && wait "$server" 2>/dev/null || true
 
+echo "Every run is tracked (losses, evaluation metrics, the report); open them with: mlflow ui --backend-store-uri $MLRUNS" >&2
 step "done in $(( $(date +%s) - started ))s; the report:"
 tail -n 1 "$DEMO_DIR/eval-table.txt"

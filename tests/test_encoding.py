@@ -53,3 +53,33 @@ def test_untemplated_prompts_cannot_be_shortened():
 def test_the_response_is_never_truncated():
     with pytest.raises(ExampleTooLongError, match="response of 6 tokens"):
         encode_example(CharTokenizer(), "ab", "abcde", max_seq_len=6)
+
+
+class OffsetCharTokenizer(CharTokenizer):
+    """``CharTokenizer`` with a BOS (id 1, no characters) and the character offsets fast tokenizers return."""
+
+    def __call__(self, text: str, add_special_tokens: bool = True, return_offsets_mapping: bool = False):
+        ids = [1] * add_special_tokens + [ord(c) for c in text]
+        encoded: dict = {"input_ids": ids}
+        if return_offsets_mapping:
+            encoded["offset_mapping"] = [(0, 0)] * add_special_tokens + [(i, i + 1) for i in range(len(text))]
+        return encoded
+
+
+def test_loss_on_history_targets_the_item_lines_and_the_response_only():
+    example = encode_example(OffsetCharTokenizer(), PROMPT, "Title: D", max_seq_len=400, loss_on_history=True)
+    targets = "".join(
+        chr(i) if label != IGNORE_INDEX else "_" for i, label in zip(example.input_ids, example.labels, strict=True)
+    )
+    lines = "Title: A\nTitle: B\nTitle: C"
+    head = "_" * (1 + len(PROMPT) - len("\n\n### Response:") - len(lines))  # BOS, template, task line, header
+    assert targets == head + lines + "_" * len("\n\n### Response:") + "Title: D\x00"
+    assert example.prompt_length == 1 + len(PROMPT)
+
+
+def test_loss_on_history_follows_the_fitted_prompt_and_skips_untemplated_ones():
+    fitted = encode_example(OffsetCharTokenizer(), PROMPT, "x", max_seq_len=len(PROMPT) - 6, loss_on_history=True)
+    targets = "".join(chr(i) for i, label in zip(fitted.input_ids, fitted.labels, strict=True) if label != IGNORE_INDEX)
+    assert fitted.dropped_lines == 1 and targets == "Title: B\nTitle: C" + "x\x00"
+    plain = encode_example(OffsetCharTokenizer(), "ab", "cd", max_seq_len=10, loss_on_history=True)
+    assert plain.labels == [IGNORE_INDEX] * 3 + [99, 100, 0]

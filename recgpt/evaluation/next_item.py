@@ -4,8 +4,8 @@
   catalogue item (sentence embeddings, FAISS inner product); beams that map to one item count once.
 - ``constrained_beam``: beam search restricted by a prefix trie of the catalogue's item lines, so every beam is a
   real item, and seen items are never completed.
-- ``likelihood``: every candidate item's line (the full catalogue, or the target and sampled items) is scored by
-  its log-probability after the prompt, on the prompt's shared cache, and the catalogue is ranked by it.
+- ``likelihood``: candidate items' lines (the full catalogue, or the target and sampled items) are ranked by
+  their log-probability after the prompt (an exact top-K search over the catalogue's token tree).
 """
 
 from __future__ import annotations
@@ -15,10 +15,13 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import torch
+
 from recgpt.encoding import encode_response, fit_prompt
 from recgpt.evaluation.grounding import CatalogIndex
 from recgpt.inference.decoding import Allowed, Beam, beam_search, score_candidates
 from recgpt.inference.generate import context_length
+from recgpt.inference.tree import CandidateTree, top_k_tree, tree_supported
 from recgpt.inference.trie import ItemTrie
 
 METHODS = ("beam_grounded", "constrained_beam", "likelihood")
@@ -192,7 +195,12 @@ def likelihood(
     seed: int,
     progress: Callable[[int], None] | None = None,
 ) -> list[Ranking]:
-    """Rank items by the log-probability of their line (plus EOS) after the prompt, on the prompt's cache.
+    """Rank items by the summed log-probability of their line plus EOS after the prompt (the most probable first).
+
+    On MPT models the catalogue's lines form one token tree (``recgpt.inference.tree``): shared prefixes are
+    computed once, and an exact best-first search runs only the branches that can still reach the top
+    ``depth``; other models score every candidate on the prompt's cache (``score_candidates``). Both give the
+    same ranking.
 
     Args:
         candidates: None ranks the full catalogue; N ranks the target and N - 1 items sampled (seeded) from the
@@ -201,6 +209,9 @@ def likelihood(
     """
     prompts = _prompts(model, tokenizer, rows, max(len(t) for t in catalogue.tokens) + 1)
     position = {item_id: index for index, item_id in enumerate(catalogue.item_ids)}
+    lines = [[*tokens, tokenizer.eos_token_id] for tokens in catalogue.tokens]
+    fallback = tree_supported(model)
+    full_tree = CandidateTree.build(lines) if fallback is None and candidates is None else None
     rng = random.Random(seed)
     rankings = []
     for number, (row, prompt) in enumerate(zip(rows, prompts, strict=True), start=1):
@@ -209,14 +220,17 @@ def likelihood(
             target = position.get(row["target_item_id"])
             others = [i for i in allowed if i != target]
             allowed = ([target] if target is not None else []) + rng.sample(others, min(len(others), candidates - 1))
-        scores = score_candidates(
-            model,
-            prompt,
-            [catalogue.tokens[i] + [tokenizer.eos_token_id] for i in allowed],
-            pad_id=tokenizer.pad_token_id,
-        )
-        order = sorted(range(len(allowed)), key=lambda j: -scores[j])[:depth]
-        rankings.append(Ranking([catalogue.item_ids[allowed[j]] for j in order]))
+        if full_tree is not None:
+            mask = torch.zeros(len(lines), dtype=torch.bool)
+            mask[allowed] = True
+            order = [i for i, _ in top_k_tree(model, prompt, full_tree, depth, mask)]
+        elif fallback is None:
+            found = top_k_tree(model, prompt, CandidateTree.build([lines[i] for i in allowed]), depth)
+            order = [allowed[j] for j, _ in found]
+        else:
+            scores = score_candidates(model, prompt, [lines[i] for i in allowed], pad_id=tokenizer.pad_token_id)
+            order = [allowed[j] for j in sorted(range(len(allowed)), key=lambda j: -scores[j])[:depth]]
+        rankings.append(Ranking([catalogue.item_ids[i] for i in order]))
         if progress is not None:
             progress(number)
     return rankings

@@ -118,19 +118,14 @@ def format_table(report: dict[str, Any], intervals: bool = True) -> str:
 def format_markdown(report: dict[str, Any], plots: Sequence[str]) -> str:
     """The report as Markdown: the metric table with intervals, the paired differences from the baselines,
     diagnostics, the protocol and the plots."""
-    columns = _columns(report)
     lines = [
         f"# Evaluation of `{report['model'] or 'baselines only'}`",
         "",
         f"{report['users']} users of the `{report['split']}` split of `{report['benchmark']}` "
         f"(data `{report['data']}`); mean over users with a 95% bootstrap interval.",
         "",
-        "| method | " + " | ".join(columns) + " |",
-        "|---" * (len(columns) + 1) + "|",
+        *markdown_table(report),
     ]
-    for method in _methods(report):
-        values = {**report["next_item"].get(method, {}), **report["rating"].get(method, {})}
-        lines.append(f"| {method} | " + " | ".join(_cell(values, c, True) for c in columns) + " |")
     lines += _paired_markdown(report)
     diagnosed = [
         (m, v)
@@ -154,6 +149,16 @@ def format_markdown(report: dict[str, Any], plots: Sequence[str]) -> str:
         lines += ["", "## Plots", "", *(f"![{Path(p).stem}]({p})" for p in plots)]
     lines += ["", f"Wall time: {report['wall_seconds']} s.", ""]
     return "\n".join(lines)
+
+
+def markdown_table(report: dict[str, Any]) -> list[str]:
+    """The metric table as Markdown lines: one row per method, each cell the mean and its 95% interval."""
+    columns = _columns(report)
+    lines = ["| method | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
+    for method in _methods(report):
+        values = {**report["next_item"].get(method, {}), **report["rating"].get(method, {})}
+        lines.append(f"| {method} | " + " | ".join(_cell(values, c, True) for c in columns) + " |")
+    return lines
 
 
 def _paired_markdown(report: dict[str, Any]) -> list[str]:

@@ -25,6 +25,7 @@ from recgpt.evaluation.stats import PairKey, bootstrap_interval, paired_comparis
 
 if TYPE_CHECKING:
     from recgpt.evaluation.next_item import Ranking
+    from recgpt.evaluation.tracking import TrackingTarget
 
 log = logging.getLogger(__name__)
 
@@ -102,6 +103,10 @@ class EvalConfig:
         bootstrap: Resamples of users for the 95% intervals.
         batch_size: Prompts per model call.
         seed: Seeds sampling, candidate sampling, bootstrap and the classic models.
+        mlflow: Track the evaluation in MLflow (``recgpt.evaluation.tracking``): a tracking URI
+            (``file:/abs/path/mlruns``, ``http(s)://host:port``) for a new run, or ``runs:/RUN_ID`` / a RUN_ID for an
+            existing (training) run in the store of ``MLFLOW_TRACKING_URI``; null: no tracking.
+        mlflow_experiment: The experiment of a new run.
     """
 
     model: str | None = None
@@ -118,6 +123,8 @@ class EvalConfig:
     bootstrap: int = 1000
     batch_size: int = 16
     seed: int = 17
+    mlflow: str | None = None
+    mlflow_experiment: str = "recgpt-evaluate"
 
 
 @dataclass(frozen=True)
@@ -264,6 +271,7 @@ def evaluate(config: EvalConfig) -> Path:
     if config.split not in {"test", "validation"}:
         raise ValueError(f"split: must be 'test' or 'validation', got {config.split!r}")
     benchmark = find_benchmark(data, config.benchmark)
+    tracking = check_tracking(config)
     rows = read_rows(benchmark.folder / f"{config.split}.jsonl")
     users = set(list(dict.fromkeys(row["user_id"] for row in rows))[: config.max_users])
     next_rows = [r for r in rows if r["task"] == "next_item" and r["user_id"] in users]
@@ -393,4 +401,29 @@ def evaluate(config: EvalConfig) -> Path:
     ]
     path = write_report(Path(config.output), report, predictions)
     log.info("wrote %s (%.0f s)", path, report["wall_seconds"])
+    publish(config, report, tracking)
     return path
+
+
+def check_tracking(config: EvalConfig) -> TrackingTarget | None:
+    """The MLflow target of ``config.mlflow``, checked before any work (None without tracking)."""
+    if config.mlflow is None:
+        return None
+    from recgpt.evaluation.tracking import check_target, config_params
+
+    return check_target(config.mlflow, config_params(dataclasses.asdict(config)))
+
+
+def publish(config: EvalConfig, report: dict[str, Any], tracking: TrackingTarget | None) -> None:
+    """Put the results where they are read: the evaluated model's card, and MLflow when asked."""
+    if config.model is not None and Path(config.model).is_dir():
+        from recgpt.model_card import update_card
+
+        try:
+            log.info("updated the model card %s", update_card(Path(config.model), report))
+        except (OSError, ValueError) as error:  # a read-only folder, a README.md whose front matter is not YAML
+            log.warning("could not update the model card %s/README.md: %s", config.model, error)
+    if tracking is not None:
+        from recgpt.evaluation.tracking import log_evaluation
+
+        log_evaluation(tracking, config.mlflow_experiment, report, Path(config.output))

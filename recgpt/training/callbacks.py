@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any
 
 from composer.core import Callback, State
 from composer.loggers import Logger
+from llmfoundry.interfaces import CallbackWithConfig
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +57,9 @@ class ExportAdapter(Callback):
     llm-foundry's ``hf_checkpointer`` cannot export a PEFT adapter on MPT: after saving it, it edits the MPT code
     files and fails on the missing ``config.json``. This writes the adapter with PEFT's own ``save_pretrained``;
     its ``adapter_config.json`` names the base model, onto which ``recgpt evaluate`` and ``recgpt recommend``
-    load and merge it. The folder is replaced atomically. Use it instead of ``hf_checkpointer``::
+    load and merge it. The folder is replaced atomically, and only when it is an adapter export already (it holds
+    ``adapter_config.json``): any other non-empty folder is refused, when training starts and again at the end.
+    With ``recgpt_model_card`` in the recipe, the folder gets its model card. Use it instead of ``hf_checkpointer``::
 
         callbacks:
           recgpt_export_adapter: {save_folder: runs/lora/adapter}
@@ -64,11 +68,30 @@ class ExportAdapter(Callback):
     def __init__(self, save_folder: str) -> None:
         self.save_folder = save_folder
 
-    def fit_end(self, state: State, logger: Logger) -> None:
-        """Write the adapter from the global rank 0."""
-        del logger
-        from pathlib import Path
+    def check_replace(self, folder: Path) -> None:
+        """``atomic_directory``'s check: only an earlier adapter export may be replaced.
 
+        Raises:
+            OutputFolderError: Naming the key and the folder.
+        """
+        from recgpt.files import OutputFolderError
+
+        if not (folder / "adapter_config.json").is_file():
+            raise OutputFolderError(
+                f"recgpt_export_adapter.save_folder {folder}: the folder is not empty and is not a LoRA adapter "
+                "export (no adapter_config.json), so it is left alone; choose a new or empty folder, or move it away"
+            )
+
+    def fit_start(self, state: State, logger: Logger) -> None:
+        """Refuse a foreign ``save_folder`` before training, not after it."""
+        del state, logger
+        folder = Path(self.save_folder)
+        if folder.is_dir() and any(folder.iterdir()):
+            self.check_replace(folder)
+
+    def fit_end(self, state: State, logger: Logger) -> None:
+        """Write the adapter (and the card of ``recgpt_model_card``, if the recipe has it) from the global rank 0."""
+        del logger
         from composer.utils import dist
 
         from recgpt.files import atomic_directory
@@ -81,11 +104,79 @@ class ExportAdapter(Callback):
         if model is None:
             raise ValueError("recgpt_export_adapter: the model has no PEFT adapter (set model.peft_config)")
         tokenizer = getattr(composer_model(state), "tokenizer", None)
-        with atomic_directory(Path(self.save_folder)) as staging:
+        card = next((c for c in state.callbacks if isinstance(c, ModelCardWriter)), None)
+        with atomic_directory(Path(self.save_folder), check_replace=self.check_replace) as staging:
             model.save_pretrained(str(staging))
             if tokenizer is not None:
                 tokenizer.save_pretrained(str(staging))
+            if card is not None:  # replaces the generic README.md PEFT writes
+                (staging / "README.md").write_text(card.card_text(adapter=True), encoding="utf-8")
         log.info("saved the LoRA adapter to %s", self.save_folder)
+
+
+class ModelCardWriter(CallbackWithConfig):
+    """Write a Hugging Face model card (``README.md``, ``recgpt.model_card``) into the run's exports at the end.
+
+    It covers the ``hf_checkpointer`` export (local folders) and, through ``recgpt_export_adapter``, the LoRA
+    adapter. The card states the training data (from the manifest.json of the prepared folder the train loader
+    reads, or ``data``), the recipe, the prompt template, the license terms, and an empty evaluation section that
+    ``recgpt evaluate`` fills. llm-foundry passes the resolved recipe as ``train_config``::
+
+        callbacks:
+          recgpt_model_card: {base_model: vinai/RecGPT-7B}   # every key optional
+
+    Args:
+        train_config: The resolved recipe (given by llm-foundry).
+        base_model: The hub id the run started from, when the recipe does not show it (``mpt_causal_lm`` with
+            converted weights); an ``hf_causal_lm`` start is found on its own.
+        license: The weights' license id for the card (RecGPT derivatives are always ``cc-by-nc-4.0``).
+        data: The prepared data folder, when it is not the one the train loader reads.
+    """
+
+    def __init__(
+        self,
+        train_config: Any,
+        base_model: str | None = None,
+        license: str | None = None,
+        data: str | None = None,
+    ) -> None:
+        from omegaconf import DictConfig, OmegaConf
+
+        plain = OmegaConf.to_container(train_config, resolve=True) if isinstance(train_config, DictConfig) else None
+        source = plain if isinstance(plain, dict) else train_config
+        self.train_config: dict[str, Any] = {str(key): value for key, value in source.items()}
+        self.base_model, self.license, self.data = base_model, license, data
+
+    def card_text(self, adapter: bool) -> str:
+        """The card of this run's export, as ``README.md`` text."""
+        import json
+
+        from recgpt.model_card import find_manifest, training_card, training_data_path
+
+        manifest_path = find_manifest(self.data or training_data_path(self.train_config))
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8")) if manifest_path else None
+        return str(training_card(self.train_config, manifest, adapter, self.base_model, self.license).content)
+
+    def fit_end(self, state: State, logger: Logger) -> None:
+        """Write the card into every local ``hf_checkpointer`` export, from the global rank 0."""
+        del logger
+        from composer.utils import dist, format_name_with_dist_and_time
+        from llmfoundry.callbacks import HuggingFaceCheckpointer
+
+        from recgpt.files import write_text_atomic
+
+        if dist.get_global_rank() != 0:
+            return
+        for callback in state.callbacks:
+            if not isinstance(callback, HuggingFaceCheckpointer) or callback.remote_ud is not None:
+                continue
+            where = str(Path(callback.save_dir_format_str) / callback.huggingface_folder_name_fstr)
+            folder = Path(format_name_with_dist_and_time(where, state.run_name, state.timestamp))
+            if not folder.is_dir():
+                log.warning("recgpt_model_card: no export at %s to write a card into", folder)
+                continue
+            write_text_atomic(folder / "README.md", self.card_text(adapter=False))
+            log.info("wrote the model card %s", folder / "README.md")
 
 
 class RecEval(Callback):
@@ -95,7 +186,8 @@ class RecEval(Callback):
     during training); rating uses the expected rating over the rating strings (it always parses). Both run on the
     shared prompt cache (``recgpt.inference.decoding``), in eval mode under the run's precision, and the model is
     put back in training mode afterwards. Under FSDP every rank evaluates the same sample, so the sharded forward
-    passes stay in step. Metrics are logged as ``metrics/rec_eval/HR@10``, ``metrics/rec_eval/RMSE``, ...::
+    passes stay in step. Metrics are logged as ``metrics/rec_eval/HR_at_10``, ``metrics/rec_eval/RMSE``, ... (no
+    ``@``: MLflow refuses it in names)::
 
         callbacks:
           recgpt_rec_eval:
@@ -206,4 +298,5 @@ class RecEval(Callback):
         finally:
             model.train(was_training)
         log.info("rec_eval at %s: %s", state.timestamp.batch, {k: round(v, 4) for k, v in metrics.items()})
-        return {f"metrics/rec_eval/{name}": value for name, value in metrics.items()}
+        # MLflow refuses "@" in metric names (and drops the whole batch, the loss included): HR@10 -> HR_at_10
+        return {f"metrics/rec_eval/{name.replace('@', '_at_')}": value for name, value in metrics.items()}

@@ -57,11 +57,13 @@ def to_example(row: Mapping[str, Any], source: str) -> PromptResponse:
 class Tokens:
     """A tokenized example, compact: its ids (int32) and how many leading ones are prompt.
 
-    Labels are derived, never stored: ``IGNORE_INDEX`` over the prompt, the ids over the response and EOS.
+    Labels are derived, never stored: ``IGNORE_INDEX`` over the prompt, the ids over the response and EOS, and
+    over ``history`` (a ``[start, stop)`` range of prompt tokens, empty unless the collator trains on history).
     """
 
     ids: np.ndarray
     prompt_length: int
+    history: tuple[int, int] = (0, 0)
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -90,12 +92,17 @@ class RecGPTCollator:
         tokenizer: A Hugging Face tokenizer with an EOS token (its PAD token, or EOS, pads).
         max_seq_len: The longest sequence the model trains on.
         pad_to_max_seq_len: Pad every batch to ``max_seq_len`` instead of to its longest row.
+        loss_on_history: Also train on the prompt's item lines (``recgpt.encoding.history_span``), not only on
+            the response; not RecGPT's recipe (the paper is silent; llm-foundry's default is response-only).
     """
 
-    def __init__(self, tokenizer: Any, max_seq_len: int, pad_to_max_seq_len: bool = False) -> None:
+    def __init__(
+        self, tokenizer: Any, max_seq_len: int, pad_to_max_seq_len: bool = False, loss_on_history: bool = False
+    ) -> None:
         self.tokenizer = tokenizer
         self.max_seq_len = max_seq_len
         self.pad_to_max_seq_len = pad_to_max_seq_len
+        self.loss_on_history = loss_on_history
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         if pad is None:
             raise ValueError("the tokenizer has neither a pad nor an eos token")
@@ -108,14 +115,19 @@ class RecGPTCollator:
         if not isinstance(example, PromptResponse):
             example = to_example(example, "<batch>")
         try:
-            item = encode_example(self.tokenizer, example.prompt, example.response, self.max_seq_len)
+            item = encode_example(
+                self.tokenizer, example.prompt, example.response, self.max_seq_len, self.loss_on_history
+            )
         except ExampleTooLongError as error:
             raise ExampleTooLongError(f"{example.source}: {error}; raise max_seq_len") from error
         self.examples_seen += 1
         if item.dropped_lines:
             self.examples_shortened += 1
             log.debug("%s: removed %d oldest history lines to fit", example.source, item.dropped_lines)
-        return Tokens(np.asarray(item.input_ids, dtype=np.int32), item.prompt_length)
+        length = item.prompt_length
+        targets = [i for i, label in enumerate(item.labels[:length]) if label != IGNORE_INDEX]
+        history = (targets[0], targets[-1] + 1) if targets else (0, 0)
+        return Tokens(np.asarray(item.input_ids, dtype=np.int32), length, history)
 
     def __call__(self, rows: Sequence[Any]) -> dict[str, torch.Tensor]:
         """Collate rows into ``input_ids``, ``attention_mask``, ``labels`` (and ``sequence_id`` when packed).
@@ -140,6 +152,8 @@ class RecGPTCollator:
                 ids = torch.from_numpy(tokens.ids.astype(np.int64))
                 input_ids[row, start:stop] = ids
                 labels[row, start + tokens.prompt_length : stop] = ids[tokens.prompt_length :]
+                first, last = tokens.history
+                labels[row, start + first : start + last] = ids[first:last]
                 attention_mask[row, start:stop] = 1
                 sequence_id[row, start:stop] = index
                 start = stop

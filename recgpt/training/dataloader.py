@@ -47,6 +47,8 @@ class FinetuningDatasetConfig:
         pad_to_max_seq_len: Pad every batch to ``max_seq_len`` rather than its longest example.
         packing: Pack several examples into each sequence (``recgpt.training.packing``); the batch size then
             counts packed sequences, and the model needs ``attn_config.attn_uses_sequence_id: true``.
+        loss_on_history: Train on each prompt's item lines as well as its response (``RecGPTCollator``): every
+            line of a next-item prompt is a next item in the response's format. Off in RecGPT's recipe.
     """
 
     hf_name: str
@@ -56,6 +58,7 @@ class FinetuningDatasetConfig:
     shuffle_seed: int = 0
     pad_to_max_seq_len: bool = False
     packing: bool = False
+    loss_on_history: bool = False
 
 
 def read_jsonl_examples(path: Path) -> list[PromptResponse]:
@@ -287,7 +290,7 @@ def build_recgpt_finetuning_dataloader(
     if not examples:
         raise ValueError(f"train_loader.dataset.hf_name: {config.hf_name} [{config.split}] holds no examples")
     log.info("recgpt_finetuning: %d examples from %s [%s]", len(examples), config.hf_name, config.split)
-    collator = RecGPTCollator(tokenizer, config.max_seq_len, config.pad_to_max_seq_len)
+    collator = RecGPTCollator(tokenizer, config.max_seq_len, config.pad_to_max_seq_len, config.loss_on_history)
     items = tokenize_examples(examples, collator, config.packing)
     shape = EpochShape(len(items), int(device_batch_size), dist.get_world_size(), drop_last)
     where = f"recgpt_finetuning {config.hf_name} [{config.split}]"

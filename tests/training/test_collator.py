@@ -77,3 +77,20 @@ def test_malformed_rows_are_clear_errors(row, message):
 def test_pad_to_max_seq_len(tokenizer):
     batch = RecGPTCollator(tokenizer, max_seq_len=100, pad_to_max_seq_len=True)([PromptResponse(PROMPT, RESPONSE)])
     assert batch["input_ids"].shape == (1, 100)
+
+
+def test_loss_on_history_labels_the_item_lines_of_packed_rows_with_a_real_tokenizer(tokenizer):
+    collator = RecGPTCollator(tokenizer, max_seq_len=256, loss_on_history=True)
+    example = PromptResponse(PROMPT, RESPONSE)
+    batch = collator([[example, example]])
+    ids, labels = batch["input_ids"][0].tolist(), batch["labels"][0].tolist()
+    half = len(ids) // 2
+    for start in (0, half):
+        targets = [
+            i for i, label in zip(ids[start : start + half], labels[start : start + half], strict=True) if label != -100
+        ]
+        text = tokenizer.decode(targets)
+        assert text.startswith("Title: The Ember Oath") and "Given the interaction" not in text
+        assert "### Response" not in text and text.endswith(RESPONSE + tokenizer.eos_token)
+    plain = RecGPTCollator(tokenizer, max_seq_len=256)([example])["labels"][0].tolist()
+    assert sum(label != -100 for label in plain) < sum(label != -100 for label in labels[:half])

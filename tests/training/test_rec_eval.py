@@ -22,6 +22,7 @@ def test_rec_eval_logs_next_item_and_rating_metrics_on_its_interval(prepared: Pa
     from composer.loggers import InMemoryLogger
     from llmfoundry.data.dataloader import build_dataloader
     from llmfoundry.models.mpt import ComposerMPTCausalLM
+    from mlflow.utils.validation import _validate_metric_name
     from transformers import AutoTokenizer
 
     from recgpt.training.callbacks import RecEval
@@ -50,8 +51,10 @@ def test_rec_eval_logs_next_item_and_rating_metrics_on_its_interval(prepared: Pa
         seed=3,
     )
     trainer.fit()
-    hits = memory.data["metrics/rec_eval/HR@10"]
+    hits = memory.data["metrics/rec_eval/HR_at_10"]
     rmse = memory.data["metrics/rec_eval/RMSE"]
+    for name in (key for key in memory.data if key.startswith("metrics/rec_eval/")):
+        _validate_metric_name(name)  # MLflow would refuse the whole batch of metrics (the loss too)
     # batch 2 and the end of training (batch 3)
     assert [int(timestamp.batch) for timestamp, _ in hits] == [2, 3]
     assert all(0.0 <= value <= 1.0 for _, value in hits)
