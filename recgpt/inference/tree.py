@@ -24,8 +24,6 @@ from typing import Any
 import torch
 
 ROWS_PER_CHUNK = 1024  # tree nodes attended (and projected to the vocabulary) at once: bounds the memory
-FIRST_EXPANSIONS = 64  # nodes the best-first search runs in its first model call; each later call runs as many
-# as all calls before it (a model unsure of its answer reaches every node in a few calls, not hundreds)
 
 
 @dataclass(frozen=True)
@@ -141,10 +139,13 @@ def top_k_tree(
 ) -> list[tuple[int, float]]:
     """The ``k`` best candidates after ``prompt`` by summed log-probability, exactly, best first.
 
-    A best-first search: a node's summed log-probability bounds every candidate below it (log-probabilities
-    are never positive), so the most promising unexpanded nodes are run, in growing batches, until ``k``
-    candidates score at least as high as anything left unexpanded. The result is what ranking ``score_tree``'s
-    scores gives (ties aside); a model sure of its answer runs on few nodes, an unsure one on up to all.
+    A node's summed log-probability bounds every candidate below it (log-probabilities are never positive), so a
+    branch whose node scores below the ``k``-th best finished candidate cannot hold a better one. The search
+    first follows the ``k`` best nodes of each depth down to finished candidates (a beam search over the tree),
+    which gives that threshold; then it runs, a depth at a time and all in one batch, every open node still at
+    or above the threshold (which rises as candidates finish), until none is left. The result is what ranking
+    ``score_tree``'s scores gives (ties aside); a model sure of its answer runs on few nodes, an unsure one on
+    up to all.
 
     Args:
         allowed: Which candidates may be returned (``[candidates]`` booleans); None allows all.
@@ -162,23 +163,26 @@ def top_k_tree(
     # Nodes above some allowed candidate's end: the search never enters a branch of excluded items only.
     useful = torch.zeros(len(tree.tokens), dtype=torch.bool)
     useful[tree.path[end_nodes][tree.on_path[end_nodes]]] = True
+    openable = useful & tree.has_children
     with torch.no_grad():
         state = _TreeState(model, prompt, tree)
-        frontier = (tree.depth == 0) & useful & tree.has_children
-        expanded = 0
-        while need:
-            best = state.totals[end_nodes].topk(need)
-            bound = float(state.totals[frontier].max()) if bool(frontier.any()) else -math.inf
-            complete = bool((best.values > -math.inf).all()) and float(best.values[-1]) >= bound
-            if complete or bound == -math.inf:  # nothing left can overtake the k best, or nothing is left
+        frontier = (tree.depth == 0) & openable
+        beam = frontier.nonzero().squeeze(1)
+        while need and len(beam):  # the beam: the k best open nodes of each depth
+            beam = beam[state.totals[beam].argsort(descending=True)[:need]]
+            frontier[beam] = False
+            state.expand(beam)
+            children = torch.isin(tree.parent, beam) & openable
+            frontier |= children
+            beam = children.nonzero().squeeze(1)
+        while need:  # the sweep: every open node that can still beat the k-th best finished candidate
+            threshold = float(state.totals[end_nodes].topk(need).values[-1])
+            batch = (frontier & (state.totals >= threshold)).nonzero().squeeze(1)
+            if not len(batch):
                 break
-            open_nodes = frontier.nonzero().squeeze(1)
-            size = max(FIRST_EXPANSIONS, expanded)
-            batch = open_nodes[state.totals[open_nodes].argsort(descending=True)[:size]]
             frontier[batch] = False
             state.expand(batch)
-            expanded += len(batch)
-            frontier |= torch.isin(tree.parent, batch) & useful & tree.has_children
+            frontier |= torch.isin(tree.parent, batch) & openable
         if not need:
             return []
         best = state.totals[end_nodes].topk(need)
