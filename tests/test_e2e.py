@@ -50,9 +50,9 @@ def test_demo_runs_every_stage_and_ends_with_the_report_path(demo):
     assert report_path == folder / "eval" / "report.json"
     report = json.loads(report_path.read_text())
     assert report["users"] == 6
-    assert set(report["next_item"]) == {"model: beam_grounded", "most popular"}
-    assert set(report["rating"]) == {"model: sampled", "global mean"}
-    for method in ("model: beam_grounded", "most popular"):
+    assert set(report["next_item"]) == {"model: beam_grounded", "model: likelihood", "most popular"}
+    assert set(report["rating"]) == {"model: sampled", "model: expected", "global mean"}
+    for method in ("model: beam_grounded", "model: likelihood", "most popular"):
         assert {"HR@5", "NDCG@5", "HR@10", "NDCG@10", "HR@10_ci"} <= set(report["next_item"][method])
     assert 0.0 <= report["rating"]["model: sampled"]["parse_failure_rate"] <= 1.0
     assert (folder / "eval" / "report.md").is_file() and (folder / "eval" / "hr_at_k.png").is_file()
@@ -62,6 +62,24 @@ def test_demo_runs_every_stage_and_ends_with_the_report_path(demo):
     assert "serving on http://127.0.0.1:" in (folder / "serve.log").read_text()
     for stage in ("1/5", "2/5", "3/5", "4/5", "5/5"):
         assert "==> [" in result.stderr and stage in result.stderr
+    assert f"mlflow ui --backend-store-uri {folder.resolve() / 'mlruns'}" in result.stderr
+
+
+def test_the_demo_tracks_every_stage_and_documents_its_model(demo):
+    from huggingface_hub import ModelCard
+    from mlflow.tracking import MlflowClient
+
+    folder, _ = demo
+    client = MlflowClient(tracking_uri=f"file:{folder.resolve() / 'mlruns'}")
+    runs = {
+        run.info.run_name: run
+        for run in client.search_runs([client.get_experiment_by_name("recgpt-demo").experiment_id])
+    }
+    assert {"recgpt-demo-pre-training", "recgpt-demo-fine-tuning"} <= set(runs)
+    assert client.get_metric_history(runs["recgpt-demo-pre-training"].info.run_id, "loss/train/total")
+    card = ModelCard.load(str(folder / "fine-tuning" / "hf" / "huggingface" / "final" / "README.md"))
+    results = card.data.eval_results or []
+    assert {result.metric_config for result in results} >= {"beam_grounded", "likelihood", "expected"}
 
 
 def test_exports_load_offline_with_their_code(demo):

@@ -3,8 +3,10 @@
 A history is a list of events in the data pipeline's structure (``recgpt.data.records.Interaction``): each event
 names a catalogue item and may carry the user's rating and review. Prompts are rendered by the pipeline's own
 functions (``recgpt.data.render``), so a served prompt is byte-identical to the benchmark's for the same
-history. Next items come from catalogue-constrained beam search (``recgpt.inference.trie``): every
-recommendation is a real catalogue item, and items the user has seen are never completed. Ratings are the
+history. Next items are the catalogue items whose lines the model finds most probable after the prompt, found by
+the exact top-K search over the catalogue's token tree (``recgpt.inference.tree``; constrained beam search,
+``recgpt.inference.trie``, for models the tree cannot run): every recommendation is a real catalogue item, and items
+the user has seen are never recommended. Ratings are the
 expected value under the model's probabilities of the rating strings, so they always parse. A prompt longer than
 the model's context is shortened as in training (``recgpt.encoding.fit_prompt``: the oldest history events are left
 out); a request whose last line alone cannot fit (a rated item's review, say) is a ``RequestError`` naming it.
@@ -39,6 +41,8 @@ from recgpt.evaluation.next_item import Catalogue
 from recgpt.evaluation.rating import expectation
 from recgpt.inference.decoding import beam_search, score_continuations
 from recgpt.inference.generate import context_length, load_model
+from recgpt.inference.tree import CandidateTree, top_k_tree, tree_supported
+from recgpt.inference.trie import Exclusion
 
 # A history event as callers give it: an item id, or a mapping with item_id and optional rating and review.
 HistoryEvent = str | Mapping[str, Any]
@@ -131,8 +135,9 @@ class Recommendation:
         item_id: The catalogue id.
         title: Its title.
         text: Its identifying line, as the model wrote it.
-        score: Length-normalised log-probability of that line (higher is better; the beams' ranking score).
-        probability: The model's probability of the whole line, ``exp`` of its summed log-probability.
+        score: The summed log-probability of that line and its EOS after the prompt: the ranking score (higher is
+            better), the same one ``recgpt evaluate``'s ``likelihood`` ranks by.
+        probability: ``exp(score)``, the model's probability of the whole line: the two never disagree in order.
     """
 
     item_id: str
@@ -184,6 +189,14 @@ class Recommender:
         self.rating_tokens = [encode_response(tokenizer, text) for text in self.rating_strings]
         lines = Catalogue.build(list(catalog.items), [catalog.text(i) for i in catalog.items], tokenizer)
         self.trie = lines.trie(tokenizer.eos_token_id)
+        self.item_ids = list(lines.item_ids)
+        # The exact top-K search over the catalogue's token tree where the model allows it (MPT, float32 on CPU);
+        # constrained beam search otherwise, re-ranked by the same score.
+        self.tree = (
+            CandidateTree.build([[*t, tokenizer.eos_token_id] for t in lines.tokens])
+            if tree_supported(model) is None
+            else None
+        )
         self.max_item_tokens = self.trie.depth + 1  # the longest item line, then EOS
         self.context = context_length(model)
         # What a prompt may hold: the context less the longest answer (an item line, or a rating string).
@@ -382,6 +395,8 @@ class Recommender:
             if flag:
                 blocked |= {e.item_id for e in events}
             exclusions.append(self.trie.exclude(blocked))
+        if self.tree is not None:
+            return [self._top_k_tree(prompt, blocked, k) for prompt, blocked in zip(prompts, exclusions, strict=True)]
         with self.lock, torch.no_grad():
             found = beam_search(
                 self.model,
@@ -403,9 +418,21 @@ class Recommender:
                 seen_items.add(item_id)
                 item = self.catalog.items[item_id]
                 text = self.catalog.text(item_id)
-                ranked.append(Recommendation(item_id, item.title, text, beam.score, math.exp(beam.logprob)))
-            results.append(ranked[:k])
+                ranked.append(Recommendation(item_id, item.title, text, beam.logprob, math.exp(beam.logprob)))
+            results.append(sorted(ranked, key=lambda r: -r.score)[:k])
         return results
+
+    def _top_k_tree(self, prompt: list[int], blocked: Exclusion, k: int) -> list[Recommendation]:
+        assert self.tree is not None
+        allowed = torch.tensor([item_id not in blocked.items for item_id in self.item_ids])
+        with self.lock:
+            found = top_k_tree(self.model, prompt, self.tree, k, allowed)
+        ranked = []
+        for index, score in found:
+            item_id = self.item_ids[index]
+            item = self.catalog.items[item_id]
+            ranked.append(Recommendation(item_id, item.title, self.catalog.text(item_id), score, math.exp(score)))
+        return ranked
 
     def predict_rating(
         self, history: Sequence[HistoryEvent], item_id: str, review: str | None = None
