@@ -44,8 +44,8 @@ class Item(BaseModel):
     item_id: str
     title: str
     text: str = Field(description="The item's line as the model writes it")
-    score: float = Field(description="Length-normalised log-probability of the line; higher is better")
-    probability: float = Field(description="The model's probability of the whole line")
+    score: float = Field(description="Summed log-probability of the line (and EOS) after the prompt; the ranking score")
+    probability: float = Field(description="exp(score): the model's probability of the whole line, same order")
 
 
 class RecommendResponse(BaseModel):

@@ -26,9 +26,9 @@ def rows(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
 
 
-def run_prepare(output: Path, *overrides: str) -> dict[str, Any]:
-    """``recgpt data prepare`` on the demo's data config shrunk to 20 users; the manifest."""
-    main(["data", "prepare", str(CONFIG), f"output={output}", *TINY, *overrides])
+def run_prepare(output: Path, *overrides: str, config: Path = CONFIG) -> dict[str, Any]:
+    """``recgpt data prepare`` on the demo's data config (or ``config``) shrunk to 20 users; the manifest."""
+    main(["data", "prepare", str(config), f"output={output}", *TINY, *overrides])
     return json.loads((output / "manifest.json").read_text(encoding="utf-8"))
 
 
@@ -96,13 +96,22 @@ def test_a_benchmark_users_cut_points_never_reach_held_out_events(tmp_path: Path
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """The tiny config prepared with the key unset, set to null, to 3 and to all."""
+    """The tiny config prepared with the key unset (the demo sets it: a copy without it), set to null, 3 and all."""
     root = tmp_path_factory.mktemp("cut_points")
-    settings = {"unset": [], "null": ["next_item_cut_points=null"], "3": ["next_item_cut_points=3"]}
+    kept, skipping = [], False
+    for line in CONFIG.read_text(encoding="utf-8").splitlines(keepends=True):
+        skipping = line.startswith("next_item_cut_points:") or (skipping and line.lstrip().startswith("#"))
+        if not skipping:
+            kept.append(line)
+    unset = root / "unset.yaml"
+    unset.write_text("".join(kept), encoding="utf-8")
+    assert "next_item_cut_points" not in unset.read_text(encoding="utf-8")
+    run_prepare(root / "unset", config=unset)
+    settings = {"null": ["next_item_cut_points=null"], "3": ["next_item_cut_points=3"]}
     settings["all"] = ["next_item_cut_points=all"]
     for name, overrides in settings.items():
         run_prepare(root / name, *overrides)
-    return {name: root / name for name in settings}
+    return {name: root / name for name in ["unset", *settings]}
 
 
 def user_histories(data: Path) -> dict[str, list[str]]:
