@@ -30,7 +30,9 @@ def test_outputs_and_manifest(prepared: Path):
     assert source["users"] == 40 == source["users_benchmark"]
     assert source["next_item_test"] == source["rating_test"] == 40
     assert manifest["leak_check"]["passed"] and manifest["leak_check"]["training_events_checked"] > 0
-    assert manifest["instruct"]["train"] == source["instruction_rows"] == 40 * 2 * 2  # 2 per task per user
+    cut = source["cut_point_rows"]  # the demo config's next-item rows: up to 6 cut points per user
+    assert 40 * 4 < cut <= 40 * 6
+    assert manifest["instruct"]["train"] == source["instruction_rows"] == 40 * 2 + cut  # and 2 rating rows per user
     train = rows(prepared / "instruct" / "train.jsonl")
     assert {r["prompt"].split("\n")[1] for r in train} == {NEXT_ITEM_TASK, RATING_TASK}
     assert all(set(r) == {"prompt", "response"} for r in train)

@@ -45,8 +45,10 @@ def check_against_head(root: Path, name: str) -> None:
         assert manifest[key] == expected, key
 
 
-def test_demo_config_outputs_equal_the_old_code_path_byte_for_byte(prepared: Path):
-    check_against_head(prepared, "movielens-40")
+def test_demo_config_outputs_equal_the_old_code_path_byte_for_byte(tmp_path: Path):
+    # The digests were taken before the demo config set next_item_cut_points; null gives the rows of that time.
+    config = movielens_config(tmp_path / "data", next_item_cut_points="null")
+    check_against_head(prepare(config).parent, "movielens-40")
 
 
 def test_cut_point_rows_and_short_budgets_equal_the_old_code_path(tmp_path: Path):
