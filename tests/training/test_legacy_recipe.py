@@ -189,7 +189,7 @@ def test_references_move_with_the_scratch_key():
          "reads {prompt, response} JSON lines from hf_name"),
         ({"train_loader": {"name": "finetuning", "dataset": {"safe_load": True}}}, "train_loader.dataset.safe_load",
          "recgpt_finetuning has no dataset option safe_load; known: ['hf_name', 'split', 'max_seq_len', 'shuffle', "
-         "'shuffle_seed', 'pad_to_max_seq_len', 'packing']"),
+         "'shuffle_seed', 'pad_to_max_seq_len', 'packing', 'loss_on_history']"),
         ({"train_loader": {"name": "finetuning", "dataset": {"hf_kwargs": {}}}}, "train_loader.dataset.hf_kwargs",
          "as they are, with no hf_kwargs: write the data in that form and point hf_name at it"),
         ({"train_loader": {"name": "finetuning", "dataset": {"target_responses": "all"}}},
