@@ -141,7 +141,7 @@ def rank_catalogue(
     from recgpt.inference.generate import context_length
     from recgpt.inference.tree import CandidateTree, top_k_tree
 
-    lines = [[*tokens, tokenizer.eos_token_id] for tokens in catalogue.tokens]
+    lines = catalogue.with_eos(tokenizer.eos_token_id)
     budget = context_length(model) - max(len(line) for line in lines)
     tree = CandidateTree.build(lines)
     flat_seconds = tree_seconds = difference = 0.0
@@ -203,7 +203,7 @@ def main() -> None:
         agree = sum(a == b.items for a, b in zip(naive, ours, strict=True)) / len(rows)
 
         catalogue = Catalogue.build(item_ids, texts, tokenizer)
-        candidates = [[*tokens, tokenizer.eos_token_id] for tokens in catalogue.tokens][: args.candidates]
+        candidates = catalogue.with_eos(tokenizer.eos_token_id)[: args.candidates]
         budget = context_length(model) - max(len(c) for c in candidates)
         prompts = [fit_prompt(tokenizer, r["prompt"], budget)[0] for r in rows[: args.prompts]]
         shared_seconds = scratch_seconds = difference = 0.0

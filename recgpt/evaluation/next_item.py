@@ -59,6 +59,10 @@ class Catalogue:
         tokens = [ids[:-1] for ids in (encode_response(tokenizer, text) for text in texts)]
         return cls(list(item_ids), list(texts), tokens)
 
+    def with_eos(self, eos_id: int) -> list[list[int]]:
+        """Each item line's ids followed by EOS: the continuations likelihood ranking scores."""
+        return [[*tokens, eos_id] for tokens in self.tokens]
+
     def trie(self, eos_id: int) -> ItemTrie:
         """The prefix trie of the item lines, for constrained decoding."""
         return ItemTrie(list(zip(self.item_ids, self.tokens, strict=True)), eos_id)
@@ -209,7 +213,7 @@ def likelihood(
     """
     prompts = _prompts(model, tokenizer, rows, max(len(t) for t in catalogue.tokens) + 1)
     position = {item_id: index for index, item_id in enumerate(catalogue.item_ids)}
-    lines = [[*tokens, tokenizer.eos_token_id] for tokens in catalogue.tokens]
+    lines = catalogue.with_eos(tokenizer.eos_token_id)
     fallback = tree_supported(model)
     full_tree = CandidateTree.build(lines) if fallback is None and candidates is None else None
     rng = random.Random(seed)

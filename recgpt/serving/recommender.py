@@ -193,9 +193,7 @@ class Recommender:
         # The exact top-K search over the catalogue's token tree where the model allows it (MPT, float32 on CPU);
         # constrained beam search otherwise, re-ranked by the same score.
         self.tree = (
-            CandidateTree.build([[*t, tokenizer.eos_token_id] for t in lines.tokens])
-            if tree_supported(model) is None
-            else None
+            CandidateTree.build(lines.with_eos(tokenizer.eos_token_id)) if tree_supported(model) is None else None
         )
         self.max_item_tokens = self.trie.depth + 1  # the longest item line, then EOS
         self.context = context_length(model)

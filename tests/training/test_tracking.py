@@ -29,11 +29,7 @@ def tracked(prepared: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[s
     """configs/demo/pre-training.yaml for 3 batches, tracked into a tmp store: (store URI, run folder, log)."""
     root = tmp_path_factory.mktemp("tracked")
     store = (root / "mlruns").as_uri()
-    command = [
-        "composer",
-        "-n",
-        "1",
-        "scripts/train.py",
+    train(
         "configs/demo/pre-training.yaml",
         f"variables.data_dir={prepared}",
         f"variables.run_dir={root / 'pt'}",
@@ -43,10 +39,7 @@ def tracked(prepared: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[s
         f"max_duration={BATCHES}ba",
         "global_train_batch_size=8",
         "device_train_microbatch_size=8",
-    ]
-    environment = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "HF_HUB_OFFLINE": "1"}
-    result = subprocess.run(command, cwd=ROOT, env=environment, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stderr[-6000:]
+    )
     return store, root / "pt", root
 
 
