@@ -3,9 +3,11 @@
 Two measurements, each against its baseline in the same process, on the same model, prompts and catalogue:
 
 1. Next item, RecGPT's protocol (10 beams, each grounded to the catalogue): ``recgpt.evaluation.next_item.
-   beam_grounded`` (batched beam search that runs each prompt once) against a loop calling Hugging Face
-   ``model.generate(num_beams=10)`` one user at a time, then grounding. Reported in users per second, with the
-   share of users whose ranked lists agree.
+   beam_grounded``, both as a batched beam search on a key/value cache per beam and with each prompt's beams
+   grown as a token tree (``recgpt.inference.tree_beams``, what it runs on MPT on CPU), against a loop calling
+   Hugging Face ``model.generate(num_beams=10)`` one user at a time, then grounding. Reported in users per
+   second, with the share of users whose ranked lists agree (seen items are excluded after the search here, as
+   ``model.generate`` cannot bar them).
 2. Likelihood ranking of 1,000 candidate items: ``recgpt.inference.decoding.score_candidates`` (the prompt's
    cache copied to every candidate) against scoring each candidate from scratch (prompt + candidate, in batches
    of the same size). Reported in candidates per second, with the largest score difference.
@@ -195,12 +197,22 @@ def main() -> None:
         started = time.perf_counter()
         naive = naive_beam_grounded(model, tokenizer, rows, index, excluded, 10, 32)
         naive_seconds = time.perf_counter() - started
-        started = time.perf_counter()
-        ours = beam_grounded(
-            model, tokenizer, rows, index, excluded, num_beams=10, max_new_tokens=32, batch_size=args.batch_size
-        )
-        ours_seconds = time.perf_counter() - started
-        agree = sum(a == b.items for a, b in zip(naive, ours, strict=True)) / len(rows)
+        beam_seconds, beam_agree = {}, {}
+        for use_tree in (False, True):
+            started = time.perf_counter()
+            ours = beam_grounded(
+                model,
+                tokenizer,
+                rows,
+                index,
+                excluded,
+                num_beams=10,
+                max_new_tokens=32,
+                batch_size=args.batch_size,
+                use_tree=use_tree,
+            )
+            beam_seconds[use_tree] = time.perf_counter() - started
+            beam_agree[use_tree] = sum(a == b.items for a, b in zip(naive, ours, strict=True)) / len(rows)
 
         catalogue = Catalogue.build(item_ids, texts, tokenizer)
         candidates = catalogue.with_eos(tokenizer.eos_token_id)[: args.candidates]
@@ -225,12 +237,17 @@ def main() -> None:
     print(f"model: demo architecture ({source}); {len(rows)} users; 10 beams; {torch.get_num_threads()} threads")
     print(f"{'next item (beam + grounding)':<44}{'users/s':>10}{'seconds':>10}")
     print(f"{'naive: model.generate per user':<44}{len(rows) / naive_seconds:>10.2f}{naive_seconds:>10.1f}")
-    print(f"{'recgpt: batched beam search, shared cache':<44}{len(rows) / ours_seconds:>10.2f}{ours_seconds:>10.1f}")
-    speedup = naive_seconds / ours_seconds
-    print(
-        f"speed-up {speedup:.2f}x (target >= 5x: {'holds' if speedup >= 5 else 'misses'}); "
-        f"identical ranked lists for {agree:.0%} of users"
-    )
+    for use_tree, name in (
+        (False, "recgpt: batched beam search, shared cache"),
+        (True, "recgpt: beams as a token tree"),
+    ):
+        print(f"{name:<44}{len(rows) / beam_seconds[use_tree]:>10.2f}{beam_seconds[use_tree]:>10.1f}")
+    for use_tree, name in ((False, "batched cache"), (True, "token tree")):
+        speedup = naive_seconds / beam_seconds[use_tree]
+        print(
+            f"{name}: speed-up {speedup:.2f}x (target >= 5x: {'holds' if speedup >= 5 else 'misses'}); "
+            f"identical ranked lists for {beam_agree[use_tree]:.0%} of users"
+        )
     print(f"{f'likelihood, {len(candidates)} candidates x {len(prompts)} prompts':<44}{'cand/s':>10}{'seconds':>10}")
     total = len(candidates) * len(prompts)
     print(

@@ -11,6 +11,7 @@ PREPARE_ARGS=${PREPARE_ARGS:-}      # e.g. "max_users=60" for a quick run
 PT_ARGS=${PT_ARGS:-}                # e.g. "max_duration=10ba"
 FT_ARGS=${FT_ARGS:-}
 EVAL_ARGS=${EVAL_ARGS:-}
+EVAL_CONFIG=${EVAL_CONFIG:-configs/eval/demo.yaml}  # configs/eval/full.yaml adds every method and SASRec / MF
 NPROC=${NPROC:-1}                   # composer processes (2: DDP over gloo)
 started=$(date +%s)
 step() { printf '\n==> [%ss] %s\n' "$(( $(date +%s) - started ))" "$*" >&2; }
@@ -34,8 +35,10 @@ composer -n "$NPROC" scripts/train.py configs/demo/fine-tuning.yaml \
   variables.pretrained="$DEMO_DIR/pre-training/hf/huggingface/final" variables.mlflow_uri="file:$MLRUNS" $FT_ARGS >&2
 
 step "4/5 evaluation: HR@K / NDCG@K over the full catalogue and RMSE / MAE, beside baselines"
+curve="$DEMO_DIR/fine-tuning/rec_eval.jsonl"  # the fine-tuning run's recgpt_rec_eval points, plotted in the report
+[ -f "$curve" ] && EVAL_ARGS="training_curve=$curve $EVAL_ARGS"
 # shellcheck disable=SC2086
-recgpt evaluate configs/eval/demo.yaml model="$DEMO_DIR/fine-tuning/hf/huggingface/final" \
+recgpt evaluate "$EVAL_CONFIG" model="$DEMO_DIR/fine-tuning/hf/huggingface/final" \
   data="$DEMO_DIR/data" output="$DEMO_DIR/eval" mlflow="file:$MLRUNS" mlflow_experiment=recgpt-demo \
   $EVAL_ARGS > "$DEMO_DIR/eval-table.txt"
 head -n -1 "$DEMO_DIR/eval-table.txt" >&2

@@ -83,6 +83,7 @@ def evaluate_model(
         started = time.perf_counter()
         log.info("%s for %d users", name, len(next_rows))
         report = progress(name, len(next_rows))
+        catalogue = catalogue or next_item_methods.Catalogue.build(item_ids, texts, tokenizer)
         if method == "beam_grounded":
             from recgpt.evaluation.grounding import CatalogIndex, TextEmbedder
 
@@ -96,10 +97,10 @@ def evaluate_model(
                 num_beams=settings.num_beams,
                 max_new_tokens=settings.max_new_tokens,
                 batch_size=config.batch_size,
+                catalogue=catalogue,  # free beams never end as a seen item (under exclude_seen)
                 progress=report,
             )
         else:
-            catalogue = catalogue or next_item_methods.Catalogue.build(item_ids, texts, tokenizer)
             if method == "constrained_beam":
                 trie = catalogue.trie(tokenizer.eos_token_id)
                 rankings[name] = next_item_methods.constrained_beam(

@@ -144,6 +144,7 @@ def format_markdown(report: dict[str, Any], plots: Sequence[str]) -> str:
         ]
         for method, values in diagnosed:
             lines.append(f"| {method} | " + " | ".join(f"{values[k]:.4f}" if k in values else "" for k in keys) + " |")
+    lines += _curve_markdown(report)
     lines += ["", "## Protocol", "", *(f"- {part}: {text}" for part, text in report["protocol"].items())]
     if plots:
         lines += ["", "## Plots", "", *(f"![{Path(p).stem}]({p})" for p in plots)]
@@ -183,8 +184,51 @@ def _paired_markdown(report: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _curve_markdown(report: dict[str, Any]) -> list[str]:
+    """The training run's ``recgpt_rec_eval`` points as a Markdown table (validation sample, during training)."""
+    points = report.get("training_curve") or []
+    if not points:
+        return []
+    metrics = list(dict.fromkeys(k for p in points for k in p if k not in ("batch", "tokens", "target_tokens")))
+    lines = [
+        "",
+        "## During training",
+        "",
+        f"`recgpt_rec_eval` on its validation sample ({report['config']['training_curve']}), against the tokens "
+        "the run trained on (target tokens: those that carried loss).",
+        "",
+        "| batch | tokens | target tokens | " + " | ".join(metrics) + " |",
+        "|---" * (len(metrics) + 3) + "|",
+    ]
+    for point in points:
+        cells = [f"{point[m]:.4f}" if m in point else "" for m in metrics]
+        lines.append(
+            f"| {point['batch']} | {point['tokens']} | {point.get('target_tokens', '')} | " + " | ".join(cells) + " |"
+        )
+    return lines
+
+
+def _plot_training_curve(plt: Any, points: Sequence[dict[str, Any]]) -> Any:
+    """HR@K (left axis) and RMSE (right axis) of the validation sample against training tokens."""
+    figure, axes = plt.subplots(figsize=(6, 4))
+    tokens = [point["tokens"] / 1e6 for point in points]
+    hits = sorted({key for point in points for key in point if key.startswith("HR@")}, key=lambda k: int(k[3:]))
+    for key in hits:
+        axes.plot(tokens, [point.get(key, math.nan) for point in points], marker="o", label=key)
+    axes.set(xlabel="training tokens (millions)", ylabel="HR@K", title="Validation sample during training")
+    axes.grid(alpha=0.3)
+    if any("RMSE" in point for point in points):
+        right = axes.twinx()
+        right.plot(tokens, [point.get("RMSE", math.nan) for point in points], color="tab:red", marker="s", label="RMSE")
+        right.set_ylabel("RMSE")
+        right.legend(fontsize=8, loc="upper right")
+    axes.legend(fontsize=8, loc="upper left")
+    return figure
+
+
 def write_plots(output: Path, report: dict[str, Any]) -> list[str]:
-    """HR@K against K per method, the rating error distribution, and the invalid / parse-failure rates (PNG).
+    """HR@K against K per method, the rating error distribution, the invalid / parse-failure rates, and the training
+    run's curve when the report has one (PNG).
 
     Returns:
         The written files' names, relative to ``output``.
@@ -237,4 +281,6 @@ def write_plots(output: Path, report: dict[str, Any]) -> list[str]:
         axes.tick_params(axis="y", labelsize=7)
         axes.invert_yaxis()
         save(figure, "failure_rates.png")
+    if report.get("training_curve"):
+        save(_plot_training_curve(plt, report["training_curve"]), "training_curve.png")
     return written

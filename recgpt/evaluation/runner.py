@@ -107,6 +107,8 @@ class EvalConfig:
             (``file:/abs/path/mlruns``, ``http(s)://host:port``) for a new run, or ``runs:/RUN_ID`` / a RUN_ID for an
             existing (training) run in the store of ``MLFLOW_TRACKING_URI``; null: no tracking.
         mlflow_experiment: The experiment of a new run.
+        training_curve: The JSONL curve the training run's ``recgpt_rec_eval`` callback wrote (its ``curve``):
+            the report then plots HR@K and RMSE on the validation sample against training tokens.
     """
 
     model: str | None = None
@@ -125,6 +127,7 @@ class EvalConfig:
     seed: int = 17
     mlflow: str | None = None
     mlflow_experiment: str = "recgpt-evaluate"
+    training_curve: str | None = None
 
 
 @dataclass(frozen=True)
@@ -218,6 +221,30 @@ def rating_summary(
     return summary
 
 
+def read_training_curve(path: Path) -> list[dict[str, float]]:
+    """The points of a ``recgpt_rec_eval`` curve file, in training order.
+
+    Raises:
+        ValueError: Naming the file and line of a point that is not a JSON object with ``batch`` and ``tokens``.
+    """
+    if not path.is_file():
+        raise ValueError(f"training_curve: {path} is not a file (the `curve` of the recipe's recgpt_rec_eval)")
+    points = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        try:
+            point = json.loads(line)
+            if not isinstance(point, dict) or not all(
+                isinstance(point.get(k), int | float) for k in ("batch", "tokens")
+            ):
+                raise ValueError("not an object with numeric batch and tokens")
+        except ValueError as error:  # json.JSONDecodeError is a ValueError
+            raise ValueError(f"training_curve: {path}:{number}: not a recgpt_rec_eval point ({error})") from error
+        points.append(point)
+    if not points:
+        raise ValueError(f"training_curve: {path} has no points")
+    return sorted(points, key=lambda point: point["batch"])
+
+
 def row_keys(rows: Sequence[dict[str, Any]], where: str) -> list[PairKey]:
     """Each split row's ``(user_id, target_item_id)``: what pairs two methods' values for the same row.
 
@@ -272,6 +299,7 @@ def evaluate(config: EvalConfig) -> Path:
         raise ValueError(f"split: must be 'test' or 'validation', got {config.split!r}")
     benchmark = find_benchmark(data, config.benchmark)
     tracking = check_tracking(config)
+    curve = read_training_curve(Path(config.training_curve)) if config.training_curve is not None else None
     rows = read_rows(benchmark.folder / f"{config.split}.jsonl")
     users = set(list(dict.fromkeys(row["user_id"] for row in rows))[: config.max_users])
     next_rows = [r for r in rows if r["task"] == "next_item" and r["user_id"] in users]
@@ -367,6 +395,7 @@ def evaluate(config: EvalConfig) -> Path:
             "difference of the two RMSEs on each resample); above zero for HR/NDCG, below zero for RMSE/MAE, means "
             "the model beats that baseline",
         },
+        **({"training_curve": curve} if curve is not None else {}),
         "config": dataclasses.asdict(config),
         "wall_seconds": round(time.time() - started, 1),
     }

@@ -6,6 +6,7 @@ continues it, so ten beams or a thousand candidate items cost their own tokens o
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -15,6 +16,8 @@ import torch
 
 # allowed(row, generated) -> token ids allowed next, or None for any; row indexes the prompt batch.
 Allowed = Callable[[int, list[int]], list[int] | None]
+# barred(row, generated) -> token ids forbidden next.
+Barred = Callable[[int, list[int]], list[int]]
 
 
 @dataclass(frozen=True)
@@ -83,14 +86,41 @@ def beam_search(
     eos_id: int,
     pad_id: int,
     allowed: Allowed | None = None,
+    barred: Barred | None = None,
+    use_tree: bool | None = None,
 ) -> list[list[Beam]]:
     """Beam search for a batch of prompts; returns each prompt's finished beams, best first (at most ``num_beams``).
 
     Each step extends every live beam by its best next tokens (only ``allowed`` ones when given: a catalogue trie
     keeps every beam a prefix of a real item) and keeps a prompt's ``num_beams`` best continuations; a beam that
-    emits EOS is finished. A prompt stops once it has ``num_beams`` finished beams (Hugging Face's
-    ``early_stopping=True``); beams still live after ``max_new_tokens`` finish as they are.
+    emits EOS is finished. ``barred`` names tokens a beam may not take (free beams use it to stay off the user's
+    seen items, which ``exclude_seen`` would only throw away after the search). A prompt stops once it has
+    ``num_beams`` finished beams (Hugging Face's ``early_stopping=True``); beams still live after
+    ``max_new_tokens`` finish as they are.
+
+    On models that ``recgpt.inference.tree`` runs (MPT, float32, CPU) the beams of each prompt grow as a token tree
+    (``tree_beams``) instead of a batched cache: no cache is copied per step. ``use_tree`` forces either path
+    (None: the tree where the model allows it); both give the same beams.
     """
+    from recgpt.inference.tree import tree_supported
+
+    if use_tree is None:
+        use_tree = tree_supported(model) is None
+    if use_tree:
+        from recgpt.inference.tree_beams import tree_beam_search
+
+        return [
+            tree_beam_search(
+                model,
+                prompt,
+                num_beams=num_beams,
+                max_new_tokens=max_new_tokens,
+                eos_id=eos_id,
+                allowed=functools.partial(allowed, row) if allowed is not None else None,
+                barred=functools.partial(barred, row) if barred is not None else None,
+            )
+            for row, prompt in enumerate(prompt_ids)
+        ]
     batch = len(prompt_ids)
     ids, mask = left_pad(prompt_ids, pad_id)
     finished: list[list[Beam]] = [[] for _ in range(batch)]
@@ -101,6 +131,12 @@ def beam_search(
             options: list[list[tuple[float, int, int]]] = [[] for _ in range(batch)]
             if allowed is not None:  # one masked matrix, then one top-k for every beam
                 logprobs = restrict(logprobs, [allowed(row, tokens) for row, tokens, _ in live])
+            if barred is not None:
+                pairs = [
+                    (position, token) for position, (row, tokens, _) in enumerate(live) for token in barred(row, tokens)
+                ]
+                if pairs:
+                    logprobs[[p for p, _ in pairs], [t for _, t in pairs]] = -math.inf
             values, indices = torch.topk(logprobs, min(logprobs.shape[-1], 2 * num_beams), dim=-1)
             for position, ((row, _, total), row_values, row_indices) in enumerate(
                 zip(live, values.tolist(), indices.tolist(), strict=True)
@@ -113,22 +149,9 @@ def beam_search(
             for row in range(batch):
                 if len(finished[row]) >= num_beams:
                     continue  # this prompt is done
-                kept = 0
-                ranked = sorted(options[row], key=lambda option: -option[0])
-                for rank, (total, token, position) in enumerate(ranked):
-                    tokens = live[position][1]
-                    if token == eos_id:  # as in Hugging Face: an ending counts only among the top num_beams
-                        if rank < num_beams:
-                            finished[row].append(Beam(tokens, total, len(tokens) + 1))
-                    elif kept < num_beams:
-                        next_live.append((row, [*tokens, token], total))
-                        sources.append(position)
-                        kept += 1
-                if len(finished[row]) >= num_beams:  # done: keep the best, drop this prompt's live beams
-                    finished[row] = sorted(finished[row], key=lambda beam: -beam.score)[:num_beams]
-                    while sources and next_live[-1][0] == row:
-                        next_live.pop()
-                        sources.pop()
+                for tokens, total, position in step_beams(options[row], live, finished[row], num_beams, eos_id):
+                    next_live.append((row, tokens, total))
+                    sources.append(position)
             if not next_live:
                 live = []
                 break
@@ -143,6 +166,33 @@ def beam_search(
         for row, tokens, total in live:  # out of steps: unfinished beams count as they are
             finished[row].append(Beam(tokens, total, len(tokens)))
     return [sorted(beams, key=lambda beam: -beam.score)[:num_beams] for beams in finished]
+
+
+def step_beams(
+    options: list[tuple[float, int, int]],
+    live: Sequence[tuple[Any, list[int], float]],
+    finished: list[Beam],
+    num_beams: int,
+    eos_id: int,
+) -> list[tuple[list[int], float, int]]:
+    """One prompt's beam step: from ``(total, token, live position)`` options, finish the beams that end (EOS) and
+    keep the best ``num_beams`` that go on, as ``(tokens, total, live position)``.
+
+    As in Hugging Face's beam scorer, an ending counts only among the top ``num_beams`` options. ``finished`` is
+    extended in place; once it holds ``num_beams`` beams it keeps the best of them and nothing goes on.
+    """
+    kept: list[tuple[list[int], float, int]] = []
+    for rank, (total, token, position) in enumerate(sorted(options, key=lambda option: -option[0])):
+        tokens = live[position][1]
+        if token == eos_id:
+            if rank < num_beams:
+                finished.append(Beam(tokens, total, len(tokens) + 1))
+        elif len(kept) < num_beams:
+            kept.append(([*tokens, token], total, position))
+    if len(finished) >= num_beams:  # done: keep the best, drop this prompt's live beams
+        finished[:] = sorted(finished, key=lambda beam: -beam.score)[:num_beams]
+        return []
+    return kept
 
 
 def score_candidates(

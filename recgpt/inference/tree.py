@@ -215,32 +215,60 @@ class _TreeState:
             self._expand(nodes[start : start + ROWS_PER_CHUNK])
 
     def _expand(self, nodes: torch.Tensor) -> None:
-        tree, model, offset = self.tree, self.model, self.offset
+        tree = self.tree
         depth = int(tree.depth[nodes].max()) + 1
-        path, on_path = tree.path[nodes, :depth], tree.on_path[nodes, :depth]
-        # ALiBi adds slope * (key position - query position); the query's part is the same for every key of a
-        # row, which softmax ignores, so only the keys' positions enter: the prompt's 0..P-1, a path's P + depth.
-        blocked = torch.where(on_path, 0.0, torch.finfo(torch.float32).min)[:, None, :]  # [n, 1, a]
-        path_bias = blocked + (self.path_bias[None, :, :depth] if self.path_bias is not None else 0.0)
-        hidden = _embed(model, tree.tokens[nodes], offset + tree.depth[nodes])
-        for layer, block in enumerate(model.transformer.blocks):
-            query, key, value = _split(block.attn, block.norm_1(hidden))
-            self.node_keys[layer][nodes], self.node_values[layer][nodes] = key, value
-            query = query * _scale(block.attn, query.shape[-1])
-            path_keys, path_values = self.node_keys[layer][path], self.node_values[layer][path]  # [n, a, h, d]
-            to_prompt = torch.matmul(query.transpose(0, 1), self.keys[layer].transpose(1, 2)).transpose(0, 1)
-            if self.prompt_bias is not None:
-                to_prompt = to_prompt + self.prompt_bias
-            to_path = torch.einsum("nhd,nahd->nha", query, path_keys) + path_bias
-            weights = torch.cat([to_prompt, to_path], dim=-1).softmax(-1)
-            context = torch.matmul(weights[..., :offset].transpose(0, 1), self.values[layer]).transpose(0, 1)
-            context = context + torch.einsum("nha,nahd->nhd", weights[..., offset:], path_values)
-            hidden = _block_tail(block, hidden, context.reshape(len(nodes), -1))
-        logprobs = torch.log_softmax(_logits(model, hidden), dim=-1)
+        hidden = node_pass(
+            self.model,
+            self,
+            tree.tokens[nodes],
+            self.offset + tree.depth[nodes],
+            nodes,
+            tree.path[nodes, :depth],
+            tree.on_path[nodes, :depth],
+        )
+        logprobs = torch.log_softmax(_logits(self.model, hidden), dim=-1)
         children = torch.isin(tree.parent, nodes).nonzero().squeeze(1)
         row = torch.searchsorted(nodes.sort().values, tree.parent[children])
         order = nodes.argsort()
         self.totals[children] = self.totals[tree.parent[children]] + logprobs[order[row], tree.tokens[children]]
+
+
+def node_pass(
+    model: Any,
+    state: Any,
+    tokens: torch.Tensor,
+    positions: torch.Tensor,
+    nodes: torch.Tensor,
+    path: torch.Tensor,
+    on_path: torch.Tensor,
+) -> torch.Tensor:
+    """Run the model on tree nodes whose ancestors have run: the last hidden state of each (``[n, d_model]``).
+
+    ``state`` holds the prompt's ``keys``/``values`` (``[heads, P, d]`` per layer), the nodes' ``node_keys``/
+    ``node_values`` (``[nodes, heads, d]`` per layer, written here for ``nodes``), ``offset`` (the prompt's length)
+    and the ALiBi terms ``prompt_bias`` and ``path_bias``. ``path[i]`` lists node ``i``'s ancestors and itself,
+    shallowest first (``on_path`` marks the real entries).
+    """
+    offset = state.offset
+    # ALiBi adds slope * (key position - query position); the query's part is the same for every key of a
+    # row, which softmax ignores, so only the keys' positions enter: the prompt's 0..P-1, a path's P + depth.
+    blocked = torch.where(on_path, 0.0, torch.finfo(torch.float32).min)[:, None, :]  # [n, 1, a]
+    path_bias = blocked + (state.path_bias[None, :, : path.shape[1]] if state.path_bias is not None else 0.0)
+    hidden = _embed(model, tokens, positions)
+    for layer, block in enumerate(model.transformer.blocks):
+        query, key, value = _split(block.attn, block.norm_1(hidden))
+        state.node_keys[layer][nodes], state.node_values[layer][nodes] = key, value
+        query = query * _scale(block.attn, query.shape[-1])
+        path_keys, path_values = state.node_keys[layer][path], state.node_values[layer][path]  # [n, a, h, d]
+        to_prompt = torch.matmul(query.transpose(0, 1), state.keys[layer].transpose(1, 2)).transpose(0, 1)
+        if state.prompt_bias is not None:
+            to_prompt = to_prompt + state.prompt_bias
+        to_path = torch.einsum("nhd,nahd->nha", query, path_keys) + path_bias
+        weights = torch.cat([to_prompt, to_path], dim=-1).softmax(-1)
+        context = torch.matmul(weights[..., :offset].transpose(0, 1), state.values[layer]).transpose(0, 1)
+        context = context + torch.einsum("nha,nahd->nhd", weights[..., offset:], path_values)
+        hidden = _block_tail(block, hidden, context.reshape(len(tokens), -1))
+    return hidden
 
 
 def _slopes(model: Any) -> torch.Tensor | None:

@@ -86,6 +86,27 @@ class ItemTrie:
             tokens.append(self.eos_id)
         return tokens
 
+    def barred(self, prefix: Sequence[int], exclude: Exclusion) -> list[int]:
+        """Tokens that would take ``prefix`` only toward excluded items (EOS where an excluded item ends).
+
+        What free decoding bars to stay off the excluded items while staying free elsewhere; a prefix outside
+        the catalogue bars nothing.
+
+        Example:
+            >>> trie = ItemTrie([("a", [5, 6]), ("b", [5, 7]), ("c", [5, 6, 8])], eos_id=0)
+            >>> seen = trie.exclude({"a", "c"})
+            >>> trie.barred([5], seen), trie.barred([5, 6], seen), trie.barred([9], seen)
+            ([6], [8, 0], [])
+        """
+        node = self._walk(prefix)
+        if node is None:
+            return []
+        below = exclude.below
+        tokens = [token for token, child in node.children.items() if child.count == below[id(child)]]
+        if node.item is not None and node.item in exclude.items:
+            tokens.append(self.eos_id)
+        return tokens
+
     def item(self, tokens: Sequence[int]) -> str | None:
         """The item whose line is exactly ``tokens``, if any."""
         node = self._walk(tokens)

@@ -183,17 +183,22 @@ class RecEval(Callback):
     """Next-item HR@K / NDCG@K and rating RMSE / MAE on a validation sample, every ``interval``, logged like the loss.
 
     Next item uses catalogue-constrained beam search (every beam is a real item, so no grounding model is needed
-    during training); rating uses the expected rating over the rating strings (it always parses). Both run on the
-    shared prompt cache (``recgpt.inference.decoding``), in eval mode under the run's precision, and the model is
-    put back in training mode afterwards. Under FSDP every rank evaluates the same sample, so the sharded forward
-    passes stay in step. Metrics are logged as ``metrics/rec_eval/HR_at_10``, ``metrics/rec_eval/RMSE``, ... (no
-    ``@``: MLflow refuses it in names)::
+    during training) or, with ``method: likelihood``, the exact top-K of the catalogue by likelihood (what
+    ``recgpt evaluate`` reports as the model's best method); rating uses the expected rating over the rating
+    strings (it always parses). Both run in eval mode under the run's precision, and the model is put back in
+    training mode afterwards. Under FSDP every rank evaluates the same sample, so the sharded forward passes stay
+    in step. Metrics are logged as ``metrics/rec_eval/HR_at_10``, ``metrics/rec_eval/RMSE``, ... (no ``@``:
+    MLflow refuses it in names), with ``metrics/rec_eval/tokens``, the training tokens seen so far (composer's
+    own token count stays 0 under llm-foundry's loaders). With ``curve``, every evaluation is also a line of a
+    JSONL file (``{"batch", "tokens", "target_tokens", "HR@10", ...}``), rewritten atomically each time, that
+    ``recgpt evaluate``'s ``training_curve`` plots in its report::
 
         callbacks:
           recgpt_rec_eval:
             data: artifacts/demo/data     # a folder written by `recgpt data prepare`
             interval: 500ba
             max_users: 64
+            curve: artifacts/demo/fine-tuning/rec_eval.jsonl
 
     Args:
         data: A prepared data folder; its benchmark's ``validation.jsonl`` (or ``split``) is the sample.
@@ -206,6 +211,9 @@ class RecEval(Callback):
         max_new_tokens: Longest item line.
         batch_size: Prompts per beam-search call.
         exclude_seen: Never complete an item from the user's history.
+        method: ``constrained_beam`` or ``likelihood``.
+        curve: A JSONL file for the curve of metrics against training tokens; a file there must be an earlier
+            curve (it is replaced), anything else is refused.
     """
 
     def __init__(
@@ -220,13 +228,15 @@ class RecEval(Callback):
         max_new_tokens: int = 32,
         batch_size: int = 16,
         exclude_seen: bool = True,
+        method: str = "constrained_beam",
+        curve: str | None = None,
     ) -> None:
-        from pathlib import Path
-
         from composer.utils.misc import create_interval_scheduler
 
         from recgpt.evaluation.runner import find_benchmark, read_rows
 
+        if method not in {"constrained_beam", "likelihood"}:
+            raise ValueError(f"recgpt_rec_eval.method: 'constrained_beam' or 'likelihood', got {method!r}")
         self.benchmark = find_benchmark(Path(data), benchmark)
         rows = read_rows(self.benchmark.folder / f"{split}.jsonl")
         users = set(list(dict.fromkeys(row["user_id"] for row in rows))[:max_users])
@@ -239,64 +249,165 @@ class RecEval(Callback):
         self.excluded = [set(row["history_item_ids"]) if exclude_seen else set() for row in self.next_rows]
         self.ks = list(ks)
         self.num_beams, self.max_new_tokens, self.batch_size = num_beams, max_new_tokens, batch_size
+        self.method = method
+        self.curve = Path(curve) if curve is not None else None
+        if self.curve is not None:
+            check_curve(self.curve)
         self.should_run = create_interval_scheduler(interval, checkpoint_events=False)
+        self.catalogue: Any = None
         self.trie: Any = None
         self.last_batch = -1
+        self.tokens = 0  # this process's training tokens (attention mask), and those that carried loss
+        self.target_tokens = 0
+        self.points: list[dict[str, float]] = []
+
+    def state_dict(self) -> dict[str, Any]:
+        """Token counts and the curve so far, so an autoresumed run continues them."""
+        return {"tokens": self.tokens, "target_tokens": self.target_tokens, "points": self.points}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore ``state_dict``'s counts and curve."""
+        self.tokens, self.target_tokens = int(state["tokens"]), int(state["target_tokens"])
+        self.points = list(state["points"])
 
     def run_event(self, event: Any, state: State, logger: Logger) -> None:
-        """Evaluate when the interval says so (and at the end of training), once per batch count."""
+        """Count each batch's tokens; evaluate when the interval says so (and at the end), once per batch count."""
+        from composer.core import Event
+
+        if event == Event.BATCH_END:
+            self.count_tokens(state.batch)
         if self.should_run(state, event) and int(state.timestamp.batch) != self.last_batch:
             self.last_batch = int(state.timestamp.batch)
             logger.log_metrics(self.evaluate(state))
 
+    def count_tokens(self, batch: Any) -> None:
+        """Add a batch's real (unpadded) tokens and its loss-bearing ones (labels not -100)."""
+        if not isinstance(batch, dict) or "input_ids" not in batch:
+            return
+        mask = batch.get("attention_mask")
+        self.tokens += int(mask.sum()) if mask is not None else int(batch["input_ids"].numel())
+        labels = batch.get("labels")
+        if labels is not None:
+            self.target_tokens += int((labels[:, 1:] != -100).sum())  # the first label never carries loss
+
     def evaluate(self, state: State) -> dict[str, float]:
-        """The metrics of the current weights on the sample."""
+        """The metrics of the current weights on the sample (every rank evaluates; the token counts are summed)."""
         import torch
         from composer.core import get_precision_context
+        from composer.utils import dist
         from transformers import PreTrainedModel
 
-        from recgpt.evaluation import next_item, rating
-        from recgpt.evaluation.grounding import load_catalog
-        from recgpt.evaluation.metrics import mae, ranking_metrics, rmse
-
+        counts = torch.tensor([self.tokens, self.target_tokens], dtype=torch.float64)
+        dist.all_reduce(counts, reduce_operation="SUM")
         model: Any = next(m for m in state.model.modules() if isinstance(m, PreTrainedModel))
         tokenizer: Any = composer_model(state).tokenizer
         if tokenizer.pad_token_id is None:
             tokenizer.pad_token = tokenizer.eos_token
-        if self.trie is None:
-            catalogue = next_item.Catalogue.build(*load_catalog(self.benchmark.folder / "items.jsonl"), tokenizer)
-            self.trie = catalogue.trie(tokenizer.eos_token_id)
         metrics: dict[str, float] = {}
         was_training = model.training
         model.eval()
         try:
             with torch.no_grad(), get_precision_context(state.precision):
                 if self.next_rows:
-                    ranked = next_item.constrained_beam(
-                        model,
-                        tokenizer,
-                        self.next_rows,
-                        self.trie,
-                        self.excluded,
-                        num_beams=self.num_beams,
-                        max_new_tokens=self.max_new_tokens,
-                        batch_size=self.batch_size,
-                    )
-                    targets = [row["target_item_id"] for row in self.next_rows]
-                    metrics.update(ranking_metrics([r.items for r in ranked], targets, self.ks))
+                    metrics.update(self.next_item_metrics(model, tokenizer))
                 if self.rating_rows:
-                    predicted = rating.expected(
-                        model,
-                        tokenizer,
-                        [row["prompt"] for row in self.rating_rows],
-                        self.benchmark.rating_scale,
-                        self.support,
-                    )
-                    values = [float(p.value) for p in predicted]  # type: ignore[arg-type]  # expected always parses
-                    truth = [float(row["target_rating"]) for row in self.rating_rows]
-                    metrics.update(RMSE=rmse(values, truth), MAE=mae(values, truth))
+                    metrics.update(self.rating_metrics(model, tokenizer))
         finally:
             model.train(was_training)
-        log.info("rec_eval at %s: %s", state.timestamp.batch, {k: round(v, 4) for k, v in metrics.items()})
+        tokens, targets = int(counts[0]), int(counts[1])
+        log.info(
+            "rec_eval at %s (%d tokens): %s",
+            state.timestamp.batch,
+            tokens,
+            {k: round(v, 4) for k, v in metrics.items()},
+        )
+        self.record(int(state.timestamp.batch), tokens, targets, metrics)
         # MLflow refuses "@" in metric names (and drops the whole batch, the loss included): HR@10 -> HR_at_10
-        return {f"metrics/rec_eval/{name.replace('@', '_at_')}": value for name, value in metrics.items()}
+        logged = {f"metrics/rec_eval/{name.replace('@', '_at_')}": value for name, value in metrics.items()}
+        return {**logged, "metrics/rec_eval/tokens": float(tokens)}
+
+    def next_item_metrics(self, model: Any, tokenizer: Any) -> dict[str, float]:
+        """HR@K / NDCG@K of the configured method on the sample."""
+        from recgpt.evaluation import next_item
+        from recgpt.evaluation.grounding import load_catalog
+        from recgpt.evaluation.metrics import ranking_metrics
+
+        if self.catalogue is None:
+            self.catalogue = next_item.Catalogue.build(*load_catalog(self.benchmark.folder / "items.jsonl"), tokenizer)
+            self.trie = self.catalogue.trie(tokenizer.eos_token_id)
+        if self.method == "likelihood":
+            ranked = next_item.likelihood(
+                model,
+                tokenizer,
+                self.next_rows,
+                self.catalogue,
+                self.excluded,
+                candidates=None,
+                depth=max(self.ks),
+                seed=0,
+            )
+        else:
+            ranked = next_item.constrained_beam(
+                model,
+                tokenizer,
+                self.next_rows,
+                self.trie,
+                self.excluded,
+                num_beams=self.num_beams,
+                max_new_tokens=self.max_new_tokens,
+                batch_size=self.batch_size,
+            )
+        targets = [row["target_item_id"] for row in self.next_rows]
+        return ranking_metrics([r.items for r in ranked], targets, self.ks)
+
+    def rating_metrics(self, model: Any, tokenizer: Any) -> dict[str, float]:
+        """RMSE / MAE of the expected rating on the sample."""
+        from recgpt.evaluation import rating
+        from recgpt.evaluation.metrics import mae, rmse
+
+        predicted = rating.expected(
+            model, tokenizer, [row["prompt"] for row in self.rating_rows], self.benchmark.rating_scale, self.support
+        )
+        values = [float(p.value) for p in predicted]  # type: ignore[arg-type]  # expected always parses
+        truth = [float(row["target_rating"]) for row in self.rating_rows]
+        return {"RMSE": rmse(values, truth), "MAE": mae(values, truth)}
+
+    def record(self, batch: int, tokens: int, targets: int, metrics: dict[str, float]) -> None:
+        """Add a point to the curve and rewrite ``curve`` (from the global rank 0)."""
+        import json
+
+        from composer.utils import dist
+
+        from recgpt.files import write_text_atomic
+
+        self.points = [p for p in self.points if p["batch"] < batch]  # a resumed run re-evaluates from its checkpoint
+        self.points.append({"batch": batch, "tokens": tokens, "target_tokens": targets, **metrics})
+        if self.curve is not None and dist.get_global_rank() == 0:
+            write_text_atomic(self.curve, "".join(json.dumps(point) + "\n" for point in self.points))
+
+
+CURVE_KEYS = ("batch", "tokens", "target_tokens")
+
+
+def check_curve(path: Path) -> None:
+    """Refuse a ``curve`` path that holds anything but an earlier curve (which a new run replaces).
+
+    Raises:
+        OutputFolderError: Naming the key and the file.
+    """
+    import json
+
+    from recgpt.files import OutputFolderError
+
+    if not path.exists():
+        return
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines() if path.is_file() else ["not a file"]
+        ours = all(set(CURVE_KEYS) <= set(json.loads(line)) for line in lines)
+    except (UnicodeDecodeError, json.JSONDecodeError, TypeError):
+        ours = False
+    if not ours:
+        raise OutputFolderError(
+            f"recgpt_rec_eval.curve {path}: the path holds something other than a recgpt_rec_eval curve, so it is "
+            "left alone; choose another path or move it away"
+        )

@@ -190,3 +190,37 @@ def test_unknown_method_is_named_before_anything_loads(prepared: Path, tmp_path:
     config.next_item.methods = ["beam_grounded", "nearest"]
     with pytest.raises(ValueError, match=r"next_item.methods: unknown 'nearest'"):
         evaluate(config)
+
+
+def test_training_curve_is_tabled_and_plotted_in_the_report(prepared: Path, tmp_path: Path):
+    curve = tmp_path / "rec_eval.jsonl"
+    points = [
+        {"batch": 200, "tokens": 90000, "target_tokens": 7000, "HR@10": 0.09, "NDCG@10": 0.04, "RMSE": 1.01},
+        {"batch": 100, "tokens": 45000, "target_tokens": 3500, "HR@10": 0.05, "NDCG@10": 0.02, "RMSE": 1.2},
+    ]
+    curve.write_text("".join(json.dumps(point) + "\n" for point in points))
+    output = tmp_path / "eval"
+    report = json.loads(
+        evaluate(EvalConfig(data=str(prepared), output=str(output), training_curve=str(curve))).read_text()
+    )
+    assert report["training_curve"] == points[::-1]  # in training order
+    markdown = (output / "report.md").read_text()
+    assert "| 100 | 45000 | 3500 | 0.0500 | 0.0200 | 1.2000 |" in markdown
+    assert "![training_curve](training_curve.png)" in markdown
+    assert (output / "training_curve.png").read_bytes().startswith(b"\x89PNG")
+
+
+@pytest.mark.parametrize(
+    ("text", "match"),
+    [
+        ('{"batch": 1, "tokens": 10}\nnot json\n', r"rec_eval\.jsonl:2: not a recgpt_rec_eval point"),
+        ('{"batch": 1}\n', r"rec_eval\.jsonl:1: not a recgpt_rec_eval point"),
+        ("", r"rec_eval\.jsonl has no points"),
+    ],
+)
+def test_a_bad_training_curve_is_refused_by_file_and_line(prepared: Path, tmp_path: Path, text: str, match: str):
+    curve = tmp_path / "rec_eval.jsonl"
+    curve.write_text(text)
+    with pytest.raises(ValueError, match=match):
+        evaluate(EvalConfig(data=str(prepared), output=str(tmp_path / "eval"), training_curve=str(curve)))
+    assert not (tmp_path / "eval").exists()  # refused before anything is written

@@ -19,9 +19,10 @@ def model():
     return tiny_mpt(64).eval()
 
 
-def test_beam_search_returns_what_huggingface_beam_search_returns(model):
+@pytest.mark.parametrize("use_tree", [False, True], ids=["batched cache", "token tree"])
+def test_beam_search_returns_what_huggingface_beam_search_returns(model, use_tree):
     eos, pad, beams, steps = 3, 0, 4, 6
-    ours = beam_search(model, PROMPTS, num_beams=beams, max_new_tokens=steps, eos_id=eos, pad_id=pad)
+    ours = beam_search(model, PROMPTS, num_beams=beams, max_new_tokens=steps, eos_id=eos, pad_id=pad, use_tree=use_tree)
     for prompt, found in zip(PROMPTS, ours, strict=True):
         with torch.no_grad():
             output = model.generate(
@@ -43,14 +44,15 @@ def test_beam_search_returns_what_huggingface_beam_search_returns(model):
 
 
 def test_batched_beam_search_equals_one_prompt_at_a_time(model):
-    together = beam_search(model, PROMPTS, num_beams=3, max_new_tokens=5, eos_id=3, pad_id=0)
+    together = beam_search(model, PROMPTS, num_beams=3, max_new_tokens=5, eos_id=3, pad_id=0, use_tree=False)
     for prompt, found in zip(PROMPTS, together, strict=True):
-        alone = beam_search(model, [prompt], num_beams=3, max_new_tokens=5, eos_id=3, pad_id=0)[0]
+        alone = beam_search(model, [prompt], num_beams=3, max_new_tokens=5, eos_id=3, pad_id=0, use_tree=False)[0]
         assert [b.tokens for b in found] == [b.tokens for b in alone]
         assert [b.score for b in found] == pytest.approx([b.score for b in alone], abs=1e-4)
 
 
-def test_constrained_beams_spell_only_allowed_items(model):
+@pytest.mark.parametrize("use_tree", [False, True], ids=["batched cache", "token tree"])
+def test_constrained_beams_spell_only_allowed_items(model, use_tree):
     items = [("a", [10, 11]), ("b", [10, 12, 13]), ("c", [20]), ("d", [21, 22, 23, 24])]
     trie = ItemTrie(items, eos_id=3)
     excluded = [{"c"}, set(), {"a", "b"}]
@@ -62,11 +64,22 @@ def test_constrained_beams_spell_only_allowed_items(model):
         eos_id=3,
         pad_id=0,
         allowed=lambda row, prefix: trie.allowed(prefix, excluded[row]),
+        use_tree=use_tree,
     )
     for row, beams in enumerate(found):
         named = [trie.item(beam.tokens) for beam in beams]
         assert None not in named and len(set(named)) == len(named)
         assert set(named) == {"a", "b", "c", "d"} - excluded[row]
+
+
+def test_tree_and_cache_beams_agree_on_longer_searches(model):
+    prompts = [[(7 * i + j) % 60 + 4 for j in range(12 + i)] for i in range(4)]
+    for beams in (2, 10):
+        cache = beam_search(model, prompts, num_beams=beams, max_new_tokens=9, eos_id=3, pad_id=0, use_tree=False)
+        tree = beam_search(model, prompts, num_beams=beams, max_new_tokens=9, eos_id=3, pad_id=0, use_tree=True)
+        for ours, theirs in zip(tree, cache, strict=True):
+            assert [b.tokens for b in ours] == [b.tokens for b in theirs]
+            assert [b.logprob for b in ours] == pytest.approx([b.logprob for b in theirs], abs=1e-4)
 
 
 def test_scores_on_the_shared_cache_equal_full_forward_passes(model):
@@ -98,3 +111,32 @@ def test_excluded_items_prune_their_branches_so_no_prefix_is_a_dead_end():
                 else:
                     stack.append([*prefix, token])
         assert reachable == set(trie.paths) - excluded.items
+
+
+@pytest.mark.parametrize("use_tree", [False, True], ids=["batched cache", "token tree"])
+def test_barred_free_beams_never_spell_an_excluded_item_and_stay_free_elsewhere(model, use_tree):
+    eos = 3
+    free = beam_search(model, PROMPTS, num_beams=6, max_new_tokens=5, eos_id=eos, pad_id=0, use_tree=use_tree)
+    # the catalogue: every free beam is an item (a few of them extended), and so is one free text's prefix
+    lines = {tuple(beam.tokens) for beams in free for beam in beams if beam.tokens}
+    items = [(f"i{n}", list(tokens)) for n, tokens in enumerate(sorted(lines))]
+    trie = ItemTrie(items, eos_id=eos)
+    names = {tuple(tokens): name for name, tokens in items}
+    excluded = [trie.exclude({names[tuple(b.tokens)] for b in beams[:2] if b.tokens}) for beams in free]
+    barred = beam_search(
+        model,
+        PROMPTS,
+        num_beams=6,
+        max_new_tokens=5,
+        eos_id=eos,
+        pad_id=0,
+        barred=lambda row, prefix: trie.barred(prefix, excluded[row]),
+        use_tree=use_tree,
+    )
+    for row, (before, after) in enumerate(zip(free, barred, strict=True)):
+        spelled = {trie.item(beam.tokens) for beam in after} - {None}
+        assert not spelled & excluded[row].items  # no beam ends as an excluded item
+        for beam in after:  # nor is cut off on a prefix that only excluded items continue
+            assert all(token not in trie.barred(beam.tokens[:i], excluded[row]) for i, token in enumerate(beam.tokens))
+        kept = [b.tokens for b in before if trie.item(b.tokens) not in excluded[row].items]
+        assert kept and all(tokens in [b.tokens for b in after] for tokens in kept[:2])  # the best others survive
