@@ -77,6 +77,30 @@ def restrict(logprobs: torch.Tensor, permitted: Sequence[list[int] | None]) -> t
     return masked
 
 
+def bar(logprobs: torch.Tensor, forbidden: Sequence[list[int]]) -> torch.Tensor:
+    """``logprobs`` with each row's ``forbidden`` tokens set to -inf (in place)."""
+    rows = [row for row, tokens in enumerate(forbidden) for _ in tokens]
+    if rows:
+        logprobs[rows, [token for tokens in forbidden for token in tokens]] = -math.inf
+    return logprobs
+
+
+def beam_options(logprobs: torch.Tensor, totals: Sequence[float], num_beams: int) -> list[list[tuple[float, int, int]]]:
+    """Each live beam's ``2 * num_beams`` best continuations as ``(summed log-prob, token, live position)``, best
+    first; tokens masked to -inf (not allowed, barred) are left out."""
+    values, indices = torch.topk(logprobs, min(logprobs.shape[-1], 2 * num_beams), dim=-1)
+    return [
+        [
+            (total + value, token, position)
+            for value, token in zip(row_values, row_indices, strict=True)
+            if value != -math.inf
+        ]
+        for position, (total, row_values, row_indices) in enumerate(
+            zip(totals, values.tolist(), indices.tolist(), strict=True)
+        )
+    ]
+
+
 def beam_search(
     model: Any,
     prompt_ids: Sequence[Sequence[int]],
@@ -132,19 +156,9 @@ def beam_search(
             if allowed is not None:  # one masked matrix, then one top-k for every beam
                 logprobs = restrict(logprobs, [allowed(row, tokens) for row, tokens, _ in live])
             if barred is not None:
-                pairs = [
-                    (position, token) for position, (row, tokens, _) in enumerate(live) for token in barred(row, tokens)
-                ]
-                if pairs:
-                    logprobs[[p for p, _ in pairs], [t for _, t in pairs]] = -math.inf
-            values, indices = torch.topk(logprobs, min(logprobs.shape[-1], 2 * num_beams), dim=-1)
-            for position, ((row, _, total), row_values, row_indices) in enumerate(
-                zip(live, values.tolist(), indices.tolist(), strict=True)
-            ):
-                for value, token in zip(row_values, row_indices, strict=True):
-                    if value == -math.inf:
-                        break  # no more allowed tokens (a prefix no catalogue item continues has none)
-                    options[row].append((total + value, token, position))
+                logprobs = bar(logprobs, [barred(row, tokens) for row, tokens, _ in live])
+            for position, found in enumerate(beam_options(logprobs, [total for _, _, total in live], num_beams)):
+                options[live[position][0]].extend(found)
             next_live, sources = [], []
             for row in range(batch):
                 if len(finished[row]) >= num_beams:

@@ -193,21 +193,37 @@ def top_k_tree(
     ]
 
 
-class _TreeState:
-    """One prompt's pass over a tree: the prompt's keys and values, each run node's, and the nodes' path sums."""
+class PromptState:
+    """A prompt run once, and room for ``capacity`` tree nodes below it: what ``node_pass`` reads and writes.
 
-    def __init__(self, model: Any, prompt: Sequence[int], tree: CandidateTree) -> None:
-        self.model, self.tree, self.offset = model, tree, len(prompt)
+    Attributes:
+        offset: The prompt's length (the first node's position).
+        keys, values: Each layer's prompt keys and values (``[heads, P, d]``).
+        first: The next-token log-probabilities after the prompt (``[vocab]``).
+        node_keys, node_values: Each layer's node keys and values (``[capacity, heads, d]``), filled as nodes run.
+        prompt_bias, path_bias: ALiBi's terms for the prompt's keys and for path keys up to ``width`` deep.
+    """
+
+    def __init__(self, model: Any, prompt: Sequence[int], capacity: int, width: int) -> None:
+        self.offset = len(prompt)
         self.keys, self.values, last = _prompt_pass(model, torch.tensor(list(prompt), dtype=torch.long))
-        self.node_keys = [torch.zeros((len(tree.tokens), *k.shape[:1], k.shape[2])) for k in self.keys]
+        self.first = next_logprobs(model, last[None])[0]
+        self.node_keys = [torch.zeros((capacity, k.shape[0], k.shape[2])) for k in self.keys]
         self.node_values = [torch.zeros_like(k) for k in self.node_keys]
-        self.totals = torch.full((len(tree.tokens),), -math.inf)
-        first = (tree.depth == 0).nonzero().squeeze(1)
-        self.totals[first] = torch.log_softmax(_logits(model, last[None]), dim=-1)[0, tree.tokens[first]]
         slopes = _slopes(model)
-        width = tree.path.shape[1]
         self.prompt_bias = slopes[:, None] * torch.arange(self.offset).float() if slopes is not None else None
         self.path_bias = slopes[:, None] * (self.offset + torch.arange(width)).float() if slopes is not None else None
+
+
+class _TreeState(PromptState):
+    """One prompt's pass over a candidate tree: the run nodes' keys and values and the nodes' path sums."""
+
+    def __init__(self, model: Any, prompt: Sequence[int], tree: CandidateTree) -> None:
+        super().__init__(model, prompt, len(tree.tokens), tree.path.shape[1])
+        self.model, self.tree = model, tree
+        self.totals = torch.full((len(tree.tokens),), -math.inf)
+        first = (tree.depth == 0).nonzero().squeeze(1)
+        self.totals[first] = self.first[tree.tokens[first]]
 
     def expand(self, nodes: torch.Tensor) -> None:
         """Run the model on ``nodes`` (their ancestors already run) and score their children."""
@@ -226,7 +242,7 @@ class _TreeState:
             tree.path[nodes, :depth],
             tree.on_path[nodes, :depth],
         )
-        logprobs = torch.log_softmax(_logits(self.model, hidden), dim=-1)
+        logprobs = next_logprobs(self.model, hidden)
         children = torch.isin(tree.parent, nodes).nonzero().squeeze(1)
         row = torch.searchsorted(nodes.sort().values, tree.parent[children])
         order = nodes.argsort()
@@ -235,7 +251,7 @@ class _TreeState:
 
 def node_pass(
     model: Any,
-    state: Any,
+    state: PromptState,
     tokens: torch.Tensor,
     positions: torch.Tensor,
     nodes: torch.Tensor,
@@ -244,10 +260,8 @@ def node_pass(
 ) -> torch.Tensor:
     """Run the model on tree nodes whose ancestors have run: the last hidden state of each (``[n, d_model]``).
 
-    ``state`` holds the prompt's ``keys``/``values`` (``[heads, P, d]`` per layer), the nodes' ``node_keys``/
-    ``node_values`` (``[nodes, heads, d]`` per layer, written here for ``nodes``), ``offset`` (the prompt's length)
-    and the ALiBi terms ``prompt_bias`` and ``path_bias``. ``path[i]`` lists node ``i``'s ancestors and itself,
-    shallowest first (``on_path`` marks the real entries).
+    The nodes' keys and values are written into ``state`` at ``nodes``. ``path[i]`` lists node ``i``'s ancestors
+    and itself, shallowest first (``on_path`` marks the real entries).
     """
     offset = state.offset
     # ALiBi adds slope * (key position - query position); the query's part is the same for every key of a
@@ -291,6 +305,11 @@ def _embed(model: Any, tokens: torch.Tensor, positions: torch.Tensor) -> torch.T
     if getattr(transformer, "learned_pos_emb", False):
         hidden = hidden + transformer.wpe(positions)
     return hidden
+
+
+def next_logprobs(model: Any, hidden: torch.Tensor) -> torch.Tensor:
+    """Next-token log-probabilities (``[n, vocab]``, float32) from last hidden states (``[n, d_model]``)."""
+    return torch.log_softmax(_logits(model, hidden), dim=-1)
 
 
 def _logits(model: Any, hidden: torch.Tensor) -> torch.Tensor:
