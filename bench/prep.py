@@ -307,13 +307,16 @@ def measure_prepare(config: Path, workers: int | None, checkout: Path | None = N
     }
 
 
-# Phases of a prepare run and the functions whose cumulative time is theirs (cProfile, one process).
+# Phases of a prepare run and the functions whose cumulative time is theirs (cProfile, one process); "~" names a
+# method of a compiled extension (cProfile's "<method 'encode_batch' of ...>").
 PHASES = {
     "ingest (adapter -> Parquet)": "prepare.py:_ingest",
     "engine (DuckDB clean/split/order)": "engine.py:load",
     "tokenizer load/train": "prepare.py:_tokenizer",
     "writing phase (all of it)": "writing.py:write_users",
-    "  tokenize lines (Rust BPE)": "tokenizer.py:encode",
+    "  tokenize lines (LineTokens.encode)": "tokenizer.py:encode",
+    "    ASCII pieces looked up (AsciiWords)": "tokenizer.py:lookup",
+    "    Rust BPE (encode_batch)": "~:encode_batch",
     "  MDS shards (blocks + MDSWriter)": "corpus.py:write",
     "  render + JSON lines": "render.py:json_line",
     "  engine -> Python users": "engine.py:pretraining_users",
@@ -343,7 +346,7 @@ def profile_prepare(config: Path) -> None:
         spent = sum(
             entry[3]
             for (path, _, name), entry in stats.stats.items()  # type: ignore[attr-defined]
-            if name == function and path.endswith(file_name)
+            if (name == function and path.endswith(file_name)) or (path == file_name == "~" and f"'{function}'" in name)
         )
         print(f"  {phase:<38} {spent:>8.1f} s {100 * spent / total:>5.1f}%")
     buffer = io.StringIO()

@@ -28,6 +28,7 @@ quoted identifiers (``table_name``), and ``memory_limit`` / ``threads`` are chec
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import logging
@@ -168,6 +169,9 @@ def check_threads(value: Any) -> int | None:
     return value
 
 
+IDLE_MEMORY_LIMIT = "64MB"  # the engine's memory while the writing workers run (``Engine.idle``)
+
+
 def connect(spill: Path, memory_limit: str, threads: int | None = None) -> Any:
     """An in-memory DuckDB database limited to ``memory_limit``, spilling to ``spill``, keeping insertion order.
 
@@ -235,6 +239,7 @@ class Engine:
         # In memory: under the limit DuckDB evicts its blocks to ``work/spill``, and nothing needs to outlive the
         # run (measured faster than a database file at 10M interactions, bench/prep.py).
         self.connection = connect(work / "spill", memory_limit, threads)
+        self.memory_limit = check_memory_limit(memory_limit)
         self.counts: dict[str, dict[str, int]] = {}
         self.seed = 0
 
@@ -533,6 +538,16 @@ class Engine:
             ORDER BY 1, 2, 3 LIMIT $limit"""
         paths = [trained_keys] if isinstance(trained_keys, Path) else list(trained_keys)
         return self._sql(query, {"keys": [str(path) for path in paths], "limit": int(limit)}).fetchall()
+
+    @contextlib.contextmanager
+    def idle(self, limit: str = IDLE_MEMORY_LIMIT) -> Iterator[None]:
+        """Hold at most ``limit`` in memory while other processes work (the writers): DuckDB moves its tables'
+        blocks to the spill folder, and reads them back when queried after, under the limit restored here."""
+        self.connection.execute("SET memory_limit = ?", [limit])
+        try:
+            yield
+        finally:
+            self.connection.execute("SET memory_limit = ?", [self.memory_limit])
 
     def close(self) -> None:
         """Close the database."""

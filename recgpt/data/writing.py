@@ -277,7 +277,8 @@ def write_with_workers(
     for task in tasks:
         task.root.mkdir(parents=True, exist_ok=True)
     log.info("writing %d shares of users in %d worker processes", workers, workers)
-    results = run_workers(tasks, folders)
+    with engine.idle():  # the workers' memory, not the parent's idle tables (spilled until the leak check)
+        results = run_workers(tasks, folders)
     concatenate_files([task.root for task in tasks], base.root)
     samples, rest = write_tail([r.rest for r in results], base.mds / "tail", eos_token_id, base.max_seq_len)
     parts = [f"part-{i:03d}" for i in range(workers)] + (["tail"] if samples else [])

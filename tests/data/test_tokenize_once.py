@@ -12,12 +12,14 @@ import hashlib
 import json
 import logging
 import os
+import random
 from pathlib import Path
 
 import pytest
+from transformers import AutoTokenizer
 
 from recgpt.data.prepare import prepare
-from recgpt.data.tokenizer import LineTokens, lines_compose
+from recgpt.data.tokenizer import ASCII_BYTE_LEVEL, LineTokens, lines_compose
 from tests.conftest import ROOT, movielens_config
 from tests.data.test_prepare import multi_source_config
 
@@ -113,3 +115,61 @@ def test_a_wrong_composition_is_caught_by_the_check_of_the_first_documents(
     with caplog.at_level(logging.WARNING):
         assert tokens.document("Given:", lines).tolist() == whole
     assert not tokens.compose and "tokenizing whole documents" in caplog.text
+
+
+# Characters where a Python reading of GPT-2's regex could part from the Rust one: contractions in both cases,
+# every ASCII whitespace, the separators \x1c-\x1f (not whitespace to Rust, whitespace to str.isspace), controls,
+# punctuation runs, digits against letters, and added tokens' text.
+FUZZ_PIECES = [
+    *"abcXYZ019 '\"sStrevmld.,;:!?()-_/\\\t\n\x0b\x0c\r\x1c\x1f\x00\x7f~@#$%^&*",
+    *["'s", "'S", "'re", "'ll", "  ", " 's", "\n\n", " \n", "<|endoftext|>", "<|padding|>", "Title: ", "/5.0"],
+]
+
+
+def fuzz_texts(count: int, seed: int) -> list[str]:
+    rng = random.Random(seed)
+    return ["".join(rng.choice(FUZZ_PIECES) for _ in range(rng.randint(0, 30))) for _ in range(count)]
+
+
+def test_ascii_words_give_the_rust_tokenizers_ids_for_any_text(tmp_path: Path):
+    from recgpt.data.tokenizer import train_bpe_tokenizer
+
+    train_bpe_tokenizer(iter(fuzz_texts(3000, seed=1)), 600, tmp_path, 64)  # merges across every fuzz piece
+    tokenizer = AutoTokenizer.from_pretrained(str(tmp_path))
+    tokens = LineTokens(tokenizer, verify_first=0)
+    assert tokens.words is not None
+    texts = fuzz_texts(5000, seed=2) + ["é " + text for text in fuzz_texts(200, seed=3)]
+    routed = [tokens.words.handles(text) for text in texts]
+    assert 0.3 < sum(routed) / len(texts) < 0.9  # both routes taken
+    assert not any(r for t, r in zip(texts, routed, strict=True) if "<|" in t or not t.isascii())
+    split = tokenizer.backend_tokenizer.pre_tokenizer.pre_tokenize_str
+    for text in (t for t, r in zip(texts, routed, strict=True) if r):  # the pieces themselves, whatever the merges
+        pieces, end = [], 0
+        for piece in ASCII_BYTE_LEVEL.findall(text):
+            pieces.append((end, end + len(piece)))
+            end += len(piece)
+        assert pieces == [span for _, span in split(text)], repr(text)
+    want = [e.ids for e in tokenizer.backend_tokenizer.encode_batch(texts, add_special_tokens=False)]
+    assert [ids.tolist() for ids in tokens.encode(texts)] == want
+    assert [ids.tolist() for ids in tokens.encode(texts)] == want  # again, every piece from the cache
+
+
+def test_ascii_words_stay_bounded_and_exact_when_the_cache_fills(tokenizer):
+    tokens = LineTokens(tokenizer, verify_first=0)
+    assert tokens.words is not None
+    tokens.words.max_words = 50
+    texts = fuzz_texts(400, seed=4)
+    want = [e.ids for e in tokenizer.backend_tokenizer.encode_batch(texts, add_special_tokens=False)]
+    got = [tokens.encode([text])[0].tolist() for text in texts]
+    assert got == want
+    assert len(tokens.words.words) <= 50 + max(len(text) for text in texts)
+
+
+def test_an_added_token_text_goes_to_the_rust_tokenizer(tokenizer):
+    tokenizer.add_tokens(["  ", "Fargo"])  # GPT-NeoX adds runs of spaces; the Rust tokenizer splits these out first
+    tokens = LineTokens(tokenizer, verify_first=0)
+    assert tokens.words is not None
+    texts = ["Title: Fargo (1996)", "two  spaces", "Title: Heat (1995)"]
+    assert [tokens.words.handles(t) for t in texts] == [False, False, True]
+    want = [e.ids for e in tokenizer.backend_tokenizer.encode_batch(texts, add_special_tokens=False)]
+    assert [ids.tolist() for ids in tokens.encode(texts)] == want

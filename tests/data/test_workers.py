@@ -237,3 +237,23 @@ def test_pretraining_and_finetuning_users_of_several_sources_split_across_worker
     for relative in relatives:
         assert Counter(lines(three, relative)) == Counter(lines(one, relative)), relative
     assert len(mds_tokens(three)) == outputs[1]["pretraining"]["samples"]
+
+
+def test_the_engine_spills_its_tables_while_the_workers_run_and_reads_them_back(tmp_path: Path):
+    from recgpt.data.engine import Engine
+
+    engine = Engine(tmp_path / "db", "512MB")
+    sql = engine.connection.execute
+    sql("CREATE TABLE events AS SELECT i, repeat('line ' || i, 20) AS line FROM range(300000) t(i)")
+    expected = engine.scalar("SELECT sum(length(line)) FROM events")
+
+    def held() -> int:
+        return engine.scalar("SELECT sum(memory_usage_bytes) FROM duckdb_memory()")
+
+    before = held()
+    with engine.idle("32MB"):
+        assert engine.scalar("SELECT current_setting('memory_limit')") == "30.5 MiB"
+        assert held() <= 32 * 2**20 < before
+    assert engine.scalar("SELECT current_setting('memory_limit')") == "488.2 MiB"  # the configured 512MB
+    assert engine.scalar("SELECT sum(length(line)) FROM events") == expected
+    engine.close()
