@@ -28,14 +28,14 @@ install: $(STAMP)
 demo: $(STAMP)
 	PATH="$(abspath $(BIN)):$$PATH" scripts/demo.sh
 
-# The quality recipe: the demo's data and recipes trained longer (pre-training 300 batches, fine-tuning 3 epochs,
+# The quality recipe: the demo's data and recipes trained longer (pre-training 650 batches, fine-tuning 3 epochs,
 # the validation sample's HR@10 / RMSE every 100 batches), then every method beside SASRec and MF (configs/eval/full.yaml).
 QUALITY_DIR ?= artifacts/quality
 QUALITY_FT := max_duration=3ep callbacks.recgpt_rec_eval.interval=100ba callbacks.recgpt_rec_eval.max_users=64 \
 	callbacks.recgpt_rec_eval.method=likelihood
 quality: $(STAMP)
 	PATH="$(abspath $(BIN)):$$PATH" DEMO_DIR="$(QUALITY_DIR)" EVAL_CONFIG=configs/eval/full.yaml \
-		PT_ARGS="max_duration=300ba" FT_ARGS="$(QUALITY_FT)" scripts/demo.sh
+		PT_ARGS="max_duration=650ba" FT_ARGS="$(QUALITY_FT)" scripts/demo.sh
 
 test: $(STAMP)
 	scripts/install-browser.sh

@@ -355,7 +355,7 @@ def profile_prepare(config: Path) -> None:
     print("\n".join(line for line in buffer.getvalue().splitlines() if line.strip())[-2200:])
 
 
-def run_full(sizes: list[int], root: Path, baseline: Path | None) -> None:
+def run_full(sizes: list[int], root: Path, baseline: Path | None, profile: bool = True) -> None:
     """Part 2: the full prepare with 1 and 2 workers (and ``baseline``'s), then the projection and a profile."""
     results: dict[tuple[int, str], dict[str, float]] = {}
     for size in sizes:
@@ -367,7 +367,7 @@ def run_full(sizes: list[int], root: Path, baseline: Path | None) -> None:
             results[size, "baseline"] = measure_prepare(config, None, baseline)
         for workers in (1, 2):
             results[size, f"{workers} worker"] = measure_prepare(config, workers)
-        if size == min(sizes):
+        if profile and size == min(sizes):
             profile_prepare(config)
         shutil.rmtree(logs, ignore_errors=True)
         shutil.rmtree(root / f"full-out-{size}", ignore_errors=True)
@@ -412,6 +412,7 @@ def main() -> None:
     parser.add_argument("--sizes", default="1000000,10000000", help="engine/pandas sizes (comma-separated; '' skips)")
     parser.add_argument("--full-sizes", default="1000000,10000000", help="full-prepare sizes ('' skips)")
     parser.add_argument("--baseline", type=Path, default=None, help="another checkout to run the full prepare of")
+    parser.add_argument("--no-profile", action="store_true", help="skip part 2's profile of the smallest size")
     parser.add_argument("--child", nargs=3, metavar=("IMPL", "LOGS", "OUT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -438,7 +439,7 @@ def main() -> None:
             report(sizes, results)
             sys.stdout.flush()
         if full_sizes:
-            run_full(full_sizes, root, args.baseline)
+            run_full(full_sizes, root, args.baseline, profile=not args.no_profile)
     finally:
         shutil.rmtree(root, ignore_errors=True)
 
