@@ -19,7 +19,7 @@ import pytest
 from transformers import AutoTokenizer
 
 from recgpt.data.prepare import prepare
-from recgpt.data.tokenizer import ASCII_BYTE_LEVEL, LineTokens, lines_compose
+from recgpt.data.tokenizer import ASCII_BYTE_LEVEL, LineTokens, lines_compose, train_bpe_tokenizer
 from tests.conftest import ROOT, movielens_config
 from tests.data.test_prepare import multi_source_config
 
@@ -85,7 +85,6 @@ def test_document_ids_equal_tokenizing_the_whole_document(tokenizer, lines: list
 def prefix_space_tokenizer(tokenizer_dir: Path):
     """The same BPE with ``add_prefix_space``: each line alone would get a space the document does not have."""
     from tokenizers import pre_tokenizers
-    from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir))
     tokenizer.backend_tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=True)
@@ -132,8 +131,6 @@ def fuzz_texts(count: int, seed: int) -> list[str]:
 
 
 def test_ascii_words_give_the_rust_tokenizers_ids_for_any_text(tmp_path: Path):
-    from recgpt.data.tokenizer import train_bpe_tokenizer
-
     train_bpe_tokenizer(iter(fuzz_texts(3000, seed=1)), 600, tmp_path, 64)  # merges across every fuzz piece
     tokenizer = AutoTokenizer.from_pretrained(str(tmp_path))
     tokens = LineTokens(tokenizer, verify_first=0)
