@@ -43,14 +43,16 @@ from typing import Any
 import numpy as np
 
 from recgpt.config import load_config
+from recgpt.data import named_tokenizer
 from recgpt.data.engine import PROTOCOLS, Engine, LeakageError, SourcePlan, check_memory_limit, check_threads
 from recgpt.data.ingest import IngestResult, ingest_source
+from recgpt.data.named_tokenizer import TokenizerProcess
 from recgpt.data.outputs import OutputSettings
 from recgpt.data.render import HISTORY_HEADER, NEXT_ITEM_TASK, RATING_TASK, json_line, render_prompt
 from recgpt.data.sources import ADAPTERS, adapter
 from recgpt.data.sources.readers import Limits
 from recgpt.data.sources.recbole import atomic_paths, packaged_movielens_100k
-from recgpt.data.writing import WriteResult, WriteTask, write_users, write_with_workers
+from recgpt.data.writing import RustTokenizer, WriteResult, WriteTask, write_users, write_with_workers
 from recgpt.files import OutputFolderError, atomic_directory, tree_digest, write_text_atomic
 
 log = logging.getLogger(__name__)
@@ -428,14 +430,19 @@ def _check_rows_read(source: SourceConfig, result: IngestResult) -> None:
             )
 
 
-def _tokenizer(config: PrepareConfig, engine: Engine, root: Path) -> Any:
-    """The configured tokenizer, or one trained on the corpus lines and the fixed template.
+def _tokenizer(config: PrepareConfig, engine: Engine, root: Path, loading: TokenizerProcess | None) -> Any:
+    """The configured tokenizer (``loading``'s, over its Rust backend), or one trained on the corpus lines and the
+    fixed template.
 
     Only training lines and the template shape the vocabulary, so instruction settings never change it.
     """
+    if loading is not None:  # ``validate`` made sure that ``name`` is set
+        loaded = loading.result()
+        if loaded.backend_json is not None:
+            return RustTokenizer(loaded.backend_json, loaded.eos_token_id, loaded.size)
     from transformers import AutoTokenizer
 
-    if config.tokenizer.train_vocab_size is None:  # ``validate`` made sure that ``name`` is set
+    if config.tokenizer.train_vocab_size is None:  # a tokenizer without a Rust backend
         return AutoTokenizer.from_pretrained(str(config.tokenizer.name))
     from recgpt.data.tokenizer import train_bpe_tokenizer
 
@@ -487,25 +494,39 @@ def prepare(config: PrepareConfig) -> Path:
     output = Path(config.output).expanduser().resolve()
     with atomic_directory(output, check_replace=refuse_foreign_output) as root:
         work = root / ".work"
-        ingested = _ingest(config, work, output)
-        plans = [
-            SourcePlan(
-                s.name, ingested[s.name].folder, ingested[s.name].domain, tuple(s.benchmark), tuple(s.exclude_users_of)
-            )
-            for s in config.sources
-        ]
-        engine = Engine(work / "db", config.memory_limit, config.threads)
+        named = config.tokenizer.train_vocab_size is None
+        loading = named_tokenizer.start(str(config.tokenizer.name), work / "tokenizer") if named else None
         try:
-            engine.load(plans, config.min_user_interactions, config.finetune_fraction, config.seed, config.max_users)
-            _check_users(config, engine)
-            manifest = {"written_by": WRITTEN_BY, **_write(config, engine, root, ingested)}
+            manifest = _ingest_and_write(config, root, output, loading)
         finally:
-            engine.close()
+            if loading is not None:
+                loading.stop()
         shutil.rmtree(work)
         manifest["content_sha256"] = tree_digest(root)
         (root / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
     log.info("wrote %s (content sha256 %s)", output, manifest["content_sha256"][:16])
     return output / "manifest.json"
+
+
+def _ingest_and_write(
+    config: PrepareConfig, root: Path, output: Path, loading: TokenizerProcess | None
+) -> dict[str, Any]:
+    """Ingest every source, run the engine and write the outputs under ``root``; the manifest so far."""
+    work = root / ".work"
+    ingested = _ingest(config, work, output)
+    plans = [
+        SourcePlan(
+            s.name, ingested[s.name].folder, ingested[s.name].domain, tuple(s.benchmark), tuple(s.exclude_users_of)
+        )
+        for s in config.sources
+    ]
+    engine = Engine(work / "db", config.memory_limit, config.threads)
+    try:
+        engine.load(plans, config.min_user_interactions, config.finetune_fraction, config.seed, config.max_users)
+        _check_users(config, engine)
+        return {"written_by": WRITTEN_BY, **_write(config, engine, root, ingested, loading)}
+    finally:
+        engine.close()
 
 
 def _check_users(config: PrepareConfig, engine: Engine) -> None:
@@ -551,9 +572,15 @@ def check_written(config: PrepareConfig, root: Path, counts: dict[str, Any]) -> 
         )
 
 
-def _write(config: PrepareConfig, engine: Engine, root: Path, ingested: dict[str, IngestResult]) -> dict[str, Any]:
+def _write(
+    config: PrepareConfig,
+    engine: Engine,
+    root: Path,
+    ingested: dict[str, IngestResult],
+    loading: TokenizerProcess | None,
+) -> dict[str, Any]:
     """The writing phase (in ``workers`` processes), the leak check, the shuffle, catalogues and rejects."""
-    tokenizer = _tokenizer(config, engine, root)
+    tokenizer = _tokenizer(config, engine, root, loading)
     settings = OutputSettings(
         examples_per_user=config.examples_per_user,
         max_seq_len=config.max_seq_len,

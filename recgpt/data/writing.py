@@ -82,13 +82,18 @@ class RustTokenizer:
     padding: the backend's ``encode`` with the same special-token switch.
     """
 
-    def __init__(self, spec: str, eos_token_id: int | None) -> None:
+    def __init__(self, spec: str, eos_token_id: int | None, size: int | None = None) -> None:
         from tokenizers import Tokenizer
 
         self.backend_tokenizer = Tokenizer.from_str(spec)
         self.backend_tokenizer.no_truncation()
         self.backend_tokenizer.no_padding()
         self.eos_token_id = eos_token_id
+        self.size = size if size is not None else self.backend_tokenizer.get_vocab_size(with_added_tokens=True)
+
+    def __len__(self) -> int:
+        """The vocabulary with added tokens (the fast tokenizer's ``len``)."""
+        return self.size
 
     def __call__(self, text: str | list[str], add_special_tokens: bool = True) -> dict[str, Any]:
         """``{"input_ids": ...}`` of one text or of a list of texts."""
@@ -151,7 +156,7 @@ def write_share(task: WriteTask) -> WriteResult:
     return write_users(task, tokenizer, pretraining, histories)
 
 
-def _die_with_parent(parent: int) -> None:
+def die_with_parent(parent: int) -> None:
     """Ask Linux to kill this worker when its parent dies (a killed run must not leave writers behind)."""
     if sys.platform.startswith("linux"):
         with contextlib.suppress(OSError):  # no glibc: the ppid check below remains
@@ -163,7 +168,7 @@ def _die_with_parent(parent: int) -> None:
 def _worker_main(task_file: Path, parent: int) -> int:
     """A worker process: write the share of ``task_file`` and leave ``("ok", WriteResult)`` or ``("error", e)``
     pickled in ``result.pkl`` beside it; the exit status says which."""
-    _die_with_parent(parent)
+    die_with_parent(parent)
     os.environ["TOKENIZERS_PARALLELISM"] = "false"  # one core per worker: the workers are the parallelism
     task: WriteTask = pickle.loads(task_file.read_bytes())
     logging.basicConfig(level=task.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
