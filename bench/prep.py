@@ -312,7 +312,7 @@ def measure_prepare(config: Path, workers: int | None, checkout: Path | None = N
 PHASES = {
     "ingest (adapter -> Parquet)": "prepare.py:_ingest",
     "engine (DuckDB clean/split/order)": "engine.py:load",
-    "tokenizer load/train": "prepare.py:_tokenizer",
+    "tokenizer (train / await loader)": "prepare.py:_tokenizer",
     "writing phase (all of it)": "writing.py:write_users",
     "  tokenize lines (LineTokens.encode)": "tokenizer.py:encode",
     "    ASCII pieces looked up (AsciiWords)": "tokenizer.py:lookup",
