@@ -41,7 +41,8 @@ ROOT = Path(__file__).resolve().parents[1]
 def prepare(folder: Path, users: int) -> Path:
     """The demo's data config for ``users`` users: returns the prepared folder."""
     from recgpt.config import load_config
-    from recgpt.data.prepare import PrepareConfig, prepare
+    from recgpt.data.prepare import prepare
+    from recgpt.data.prepare_config import PrepareConfig
 
     prepare(
         load_config(

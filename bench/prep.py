@@ -332,7 +332,8 @@ def profile_prepare(config: Path) -> None:
     import io
     import pstats
 
-    from recgpt.data.prepare import load_prepare_config, prepare
+    from recgpt.data.prepare import prepare
+    from recgpt.data.prepare_config import load_prepare_config
 
     profiler = cProfile.Profile()
     profiler.enable()

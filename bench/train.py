@@ -28,7 +28,8 @@ ROOT = Path(__file__).resolve().parents[1]
 def prepare(folder: Path, users: int, max_seq_len: int) -> Path:
     """The demo's data config, shrunk: returns the prepared folder."""
     from recgpt.config import load_config
-    from recgpt.data.prepare import PrepareConfig, prepare
+    from recgpt.data.prepare import prepare
+    from recgpt.data.prepare_config import PrepareConfig
 
     overrides = [f"output={folder}", f"max_users={users}", f"max_seq_len={max_seq_len}"]
     prepare(load_config(PrepareConfig, ROOT / "configs" / "data" / "movielens-100k.yaml", overrides))

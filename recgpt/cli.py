@@ -11,7 +11,8 @@ from pathlib import Path
 
 
 def _prepare(args: argparse.Namespace) -> None:
-    from recgpt.data.prepare import load_prepare_config, prepare
+    from recgpt.data.prepare import prepare
+    from recgpt.data.prepare_config import load_prepare_config
 
     manifest = prepare(load_prepare_config(args.config, args.overrides))
     sys.stdout.write(f"{manifest}\n")

@@ -42,7 +42,7 @@ def tokenizer(tokenizer_dir: Path):
 def movielens_config(output: Path, **overrides: object):
     """configs/data/movielens-100k.yaml shrunk: 40 users, a 512-token tokenizer, 128-token documents."""
     from recgpt.config import load_config
-    from recgpt.data.prepare import PrepareConfig
+    from recgpt.data.prepare_config import PrepareConfig
 
     values = {"output": str(output), "max_users": 40, "max_seq_len": 128, "tokenizer.train_vocab_size": 512}
     values.update(overrides)

@@ -33,16 +33,8 @@ import numpy as np
 
 from recgpt.data.corpus import merge_mds_indexes
 from recgpt.data.engine import Engine
-from recgpt.data.prepare import (
-    LEFTOVER_TOKENS,
-    WRITTEN_BY,
-    PrepareConfig,
-    SourceConfig,
-    TokenizerConfig,
-    check_written,
-    refuse_foreign_output,
-    shuffle_lines,
-)
+from recgpt.data.prepare import LEFTOVER_TOKENS, check_written, shuffle_lines
+from recgpt.data.prepare_config import WRITTEN_BY, PrepareConfig, SourceConfig, TokenizerConfig, refuse_foreign_output
 from recgpt.data.writing import WriteResult, concatenate_files, merge_counts, write_tail
 from recgpt.files import atomic_directory, tree_digest
 

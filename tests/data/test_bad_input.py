@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from recgpt.config import load_config
-from recgpt.data.prepare import PrepareConfig, prepare
+from recgpt.data.prepare import prepare
+from recgpt.data.prepare_config import PrepareConfig
 from recgpt.data.sources import adapter
 from recgpt.data.sources.readers import Limits, SourceFormatError
 from tests.data.collect import CollectSink

@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from recgpt.config import load_config
-from recgpt.data.prepare import PrepareConfig, prepare
+from recgpt.data.prepare import prepare
+from recgpt.data.prepare_config import PrepareConfig
 from recgpt.data.render import NEXT_ITEM_TASK, RATING_TASK
 from tests.conftest import ROOT, movielens_config
 

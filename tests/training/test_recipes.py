@@ -8,7 +8,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from recgpt.config import ConfigError, load_config
-from recgpt.data.prepare import PrepareConfig
+from recgpt.data.prepare_config import PrepareConfig
 from recgpt.evaluation.runner import EvalConfig
 from recgpt.serving.server import ServeConfig
 from recgpt.training.dataloader import parse_dataset_config
