@@ -269,7 +269,7 @@ class Engine:
         sql(
             "CREATE OR REPLACE TABLE events (source VARCHAR, user_id VARCHAR, item_id VARCHAR, text VARCHAR, "
             "line VARCHAR, ts DOUBLE, rating DOUBLE, ord BIGINT, pos BIGINT, n BIGINT, "
-            "user_group VARCHAR, next_item VARCHAR, rating_split VARCHAR)"
+            "user_group VARCHAR, next_item VARCHAR, rating_split VARCHAR, user_key UBIGINT)"
         )
         staged = {plan.name: self._stage(plan) for plan in plans}
         for plan in plans:
@@ -355,7 +355,7 @@ class Engine:
         group = (
             "'benchmark'"
             if plan.benchmark
-            else f"CASE WHEN md5_number($salt || user_id) % 1000000 < {threshold} THEN 'finetune' ELSE 'pretrain' END"
+            else f"CASE WHEN user_hash % 1000000 < {threshold} THEN 'finetune' ELSE 'pretrain' END"
         )
         next_item = (
             "CASE WHEN pos = n - 1 THEN 'test' WHEN pos = n - 2 THEN 'validation' END"
@@ -388,15 +388,23 @@ class Engine:
                 f"ORDER BY md5($salt || user_id), user_id LIMIT {int(max_users)})"
             )
         )
-        self._sql(f"CREATE OR REPLACE TEMP TABLE kept AS SELECT user_id, n FROM users WHERE dense {sample}", values)
+        # The user's seeded hash decides the group and, by its low 64 bits (``user_key``), the shares and partitions:
+        # once per user, as 128-bit arithmetic per event was most of the final insert's and a share export's time.
+        self._sql(
+            f"""CREATE OR REPLACE TEMP TABLE kept AS
+            SELECT user_id, n, {group} AS user_group, CAST(user_hash % 18446744073709551616 AS UBIGINT) AS user_key
+            FROM (SELECT user_id, n, md5_number($salt || user_id) AS user_hash FROM users WHERE dense {sample})""",
+            values,
+        )
         line = sql_event_line("c.prefix", "e.review", "e.rating", plan.domain.rating_scale)
         self._sql(
             f"""INSERT INTO events
             WITH ordered AS (
-                SELECT e.*, k.n, row_number() OVER (PARTITION BY e.user_id ORDER BY e.ts NULLS FIRST, e.ord) - 1 AS pos
+                SELECT e.*, k.n, k.user_group, k.user_key,
+                       row_number() OVER (PARTITION BY e.user_id ORDER BY e.ts NULLS FIRST, e.ord) - 1 AS pos
                 FROM {table} e JOIN kept k USING (user_id))
             SELECT $source, e.user_id, e.item_id, c.text, {line} AS line, e.ts, e.rating, e.ord, e.pos, e.n,
-                   {group}, {next_item}, {rating_split}
+                   e.user_group, {next_item}, {rating_split}, e.user_key
             FROM ordered e JOIN {table_name("items", plan.name)} c ON c.item_id = e.item_id
             ORDER BY e.user_id, e.pos""",
             values,
@@ -417,19 +425,16 @@ class Engine:
         )
         log.info("%s: %s", plan.name, self.counts[plan.name])
 
-    def user_hash(self) -> str:
-        """SQL of a user's seeded hash, ``md5_number(seed|source|user_id)`` as the user split salts it (a ``?``).
-
-        Columns are qualified: the pre-training query's SELECT names its own ``source``/``user_id`` aliases.
-        """
-        return "md5_number(CAST(? AS VARCHAR) || '|' || events.source || '|' || events.user_id)"
-
     def _share_sql(self, partition: tuple[int, int] | None) -> tuple[str, list[Any]]:
-        """The WHERE clause keeping partition ``(index, count)`` (0-based) of the users, and its parameters."""
+        """The WHERE clause keeping partition ``(index, count)`` (0-based) of the users, and its parameters.
+
+        ``events.user_key`` is the low 64 bits of the user's seeded hash ``md5_number(seed|source|user_id)``, the
+        user split's own.
+        """
         if partition is None:
             return "", []
         index, count = partition
-        return f" AND {self.user_hash()} % {int(count)} = {int(index)}", [str(self.seed)]
+        return f" AND events.user_key % {int(count)} = {int(index)}", []
 
     def _pretraining_sql(self, partition: tuple[int, int] | None, extra: str = "") -> tuple[str, list[Any]]:
         where, parameters = self._share_sql(partition)
@@ -454,7 +459,7 @@ class Engine:
         line and file order, with the user named on the first event only (``pos = 0`` starts a user). ``events``
         is written sorted by user and position, and a scan without ORDER BY returns insertion order
         (``preserve_insertion_order``), so no second sort is needed. ``partition`` ``(index, count)`` keeps the
-        users whose seeded hash (``user_hash``) is ``index`` modulo ``count``.
+        users whose seeded hash (``events.user_key``) is ``index`` modulo ``count``.
         """
         sql, parameters = self._pretraining_sql(partition)
         yield from pretraining_users(self.stream(sql, parameters, batch_size=batch_size))
@@ -467,19 +472,19 @@ class Engine:
     def export_shares(self, folder: Path, workers: int, partition: tuple[int, int] | None = None) -> list[Path]:
         """Write the users of ``partition`` as ``workers`` disjoint shares, one folder each, in one scan.
 
-        A user goes to share ``(user_hash // partition_count) % workers`` (the hash's next digit after the
+        A user goes to share ``(events.user_key // partition_count) % workers`` (the hash's next digit after the
         partition's), so shares split a partition evenly. Each folder holds ``pretraining.parquet`` and
         ``histories.parquet``, the rows of ``pretraining`` and ``histories`` in the same order, which
         ``pretraining_users`` and ``user_histories`` read back.
         """
         count = partition[1] if partition else 1
-        extra = f", CAST(({self.user_hash()} // {int(count)}) % {int(workers)} AS INTEGER) AS share"
+        extra = f", CAST((events.user_key // {int(count)}) % {int(workers)} AS INTEGER) AS share"
         folders = [folder / f"share-{index:03d}" for index in range(workers)]
         for path in folders:
             path.mkdir(parents=True, exist_ok=True)
         for name, build in (("pretraining", self._pretraining_sql), ("histories", self._histories_sql)):
             sql, parameters = build(partition, extra)
-            reader = self.stream(sql, [str(self.seed), *parameters])
+            reader = self.stream(sql, parameters)
             schema = reader.schema.remove(reader.schema.get_field_index("share"))
             writers = [pq.ParquetWriter(path / f"{name}.parquet", schema) for path in folders]
             try:

@@ -27,6 +27,7 @@ import logging
 import re
 import unicodedata
 from collections.abc import Callable, Generator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -202,9 +203,20 @@ def _write(read: Reader, mapping: dict[str, str], labels: dict[str, str], target
     cursor = connection.cursor()  # its own result, closed even when a file is refused halfway
     chunks = read(cursor)
     try:
-        with pq.ParquetWriter(target, generic.staged_schema(mapping)) as writer:
+        # The staged file is read once, by the ingest's SQL: uncompressed, and written by a thread (Arrow releases
+        # the GIL) while the next chunk is read and staged.
+        with (
+            pq.ParquetWriter(target, generic.staged_schema(mapping), compression="none") as writer,
+            ThreadPoolExecutor(max_workers=1) as writing,
+        ):
+            pending: Future[None] | None = None
             for chunk in chunks:
-                writer.write_table(stage_chunk(chunk, mapping, labels))
+                table = stage_chunk(chunk, mapping, labels)
+                if pending is not None:
+                    pending.result()
+                pending = writing.submit(writer.write_table, table)
+            if pending is not None:
+                pending.result()
     except duckdb.Error as error:  # what it cannot parse, row by row counts or names
         raise Refused(f"DuckDB: {str(error).splitlines()[0]}") from error
     except (pa.ArrowException, UnicodeError) as error:
@@ -254,7 +266,8 @@ def _scan(path: Path, spaced_quote: re.Pattern[bytes] | None) -> _Scan:
             joined = tail + block  # the tail carries what spans two blocks; the last byte waits for its successor
             lines += block.count(b"\n")
             suspect = suspect or b"\0" in block or _LONE_CR.search(joined) is not None
-            if spaced_quote is not None and not suspect and any(pair in joined for pair in _SPACED_PAIRS):
+            quoted = spaced_quote is not None and not suspect and b'"' in joined  # one scan rules out every pair
+            if quoted and any(pair in joined for pair in _SPACED_PAIRS):
                 suspect = spaced_quote.search(joined) is not None  # the regex only where a pair is: it is slow
             tail = joined[-64:]
     if tail and not tail.endswith(b"\n"):
