@@ -266,8 +266,8 @@ def _scan(path: Path, spaced_quote: re.Pattern[bytes] | None) -> _Scan:
             joined = tail + block  # the tail carries what spans two blocks; the last byte waits for its successor
             lines += block.count(b"\n")
             suspect = suspect or b"\0" in block or _LONE_CR.search(joined) is not None
-            quoted = spaced_quote is not None and not suspect and b'"' in joined  # one scan rules out every pair
-            if quoted and any(pair in joined for pair in _SPACED_PAIRS):
+            quoted = not suspect and b'"' in joined  # one scan rules out every pair
+            if spaced_quote is not None and quoted and any(pair in joined for pair in _SPACED_PAIRS):
                 suspect = spaced_quote.search(joined) is not None  # the regex only where a pair is: it is slow
             tail = joined[-64:]
     if tail and not tail.endswith(b"\n"):
