@@ -18,7 +18,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from recgpt.data.chunking import chunk_bounds
-from recgpt.data.engine import Event, UserHistory
+from recgpt.data.histories import Event, UserHistory
 from recgpt.data.records import Domain
 from recgpt.data.render import HISTORY_HEADER, json_line, next_item_row, rating_row, render_document
 from recgpt.encoding import ExampleTooLongError

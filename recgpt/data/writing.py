@@ -33,7 +33,8 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from recgpt.data.corpus import MDSDocuments, merge_mds_indexes
-from recgpt.data.engine import Engine, UserHistory, pretraining_users, user_histories
+from recgpt.data.engine import Engine
+from recgpt.data.histories import UserHistory, pretraining_users, user_histories
 from recgpt.data.outputs import CorpusWriter, OutputSettings
 from recgpt.data.records import Domain
 from recgpt.data.tokenizer import LineTokens

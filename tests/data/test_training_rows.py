@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from recgpt.cli import main
-from recgpt.data.engine import Event, UserHistory
+from recgpt.data.histories import Event, UserHistory
 from recgpt.data.outputs import CorpusWriter, OutputSettings, cut_point_rows, cut_points
 from recgpt.data.records import Domain
 from recgpt.data.render import NEXT_ITEM_TASK, Instruction, next_item_row, parse_prompt
