@@ -181,7 +181,6 @@ class Engine:
         self.connection = connect(work / "spill", memory_limit, threads)
         self.memory_limit = check_memory_limit(memory_limit)
         self.counts: dict[str, dict[str, int]] = {}
-        self.seed = 0
 
     def scalar(self, sql: str, parameters: Sequence[Any] = ()) -> Any:
         """The single value of a query."""
@@ -200,7 +199,6 @@ class Engine:
         max_users: int | None = None,
     ) -> None:
         """Run steps 1-5 for every source into the table ``events`` (``max_users``: a seeded sample per source)."""
-        self.seed = int(seed)
         sql = self.connection.execute
         sql(
             "CREATE OR REPLACE TABLE catalog (source VARCHAR, item_id VARCHAR, title VARCHAR, attributes VARCHAR, "
@@ -365,30 +363,26 @@ class Engine:
         )
         log.info("%s: %s", plan.name, self.counts[plan.name])
 
-    def _share_sql(self, partition: tuple[int, int] | None) -> tuple[str, list[Any]]:
-        """The WHERE clause keeping partition ``(index, count)`` (0-based) of the users, and its parameters.
+    def _share_sql(self, partition: tuple[int, int] | None) -> str:
+        """The WHERE clause keeping partition ``(index, count)`` (0-based) of the users.
 
         ``events.user_key`` is the low 64 bits of the user's seeded hash ``md5_number(seed|source|user_id)``, the
         user split's own.
         """
         if partition is None:
-            return "", []
+            return ""
         index, count = partition
-        return f" AND events.user_key % {int(count)} = {int(index)}", []
+        return f" AND events.user_key % {int(count)} = {int(index)}"
 
-    def _pretraining_sql(self, partition: tuple[int, int] | None, extra: str = "") -> tuple[str, list[Any]]:
-        where, parameters = self._share_sql(partition)
-        sql = (
+    def _pretraining_sql(self, partition: tuple[int, int] | None, extra: str = "") -> str:
+        return (
             "SELECT CASE WHEN pos = 0 THEN source END AS source, CASE WHEN pos = 0 THEN user_id END AS user_id, "
-            f"line, ord{extra} FROM events WHERE user_group = 'pretrain'{where}"
+            f"line, ord{extra} FROM events WHERE user_group = 'pretrain'{self._share_sql(partition)}"
         )
-        return sql, parameters
 
-    def _histories_sql(self, partition: tuple[int, int] | None, extra: str = "") -> tuple[str, list[Any]]:
-        where, parameters = self._share_sql(partition)
-        names = ", ".join(HISTORY_COLUMNS)
-        sql = f"SELECT source, user_id, user_group, {names}{extra} FROM events WHERE user_group <> 'pretrain'{where}"
-        return sql, parameters
+    def _histories_sql(self, partition: tuple[int, int] | None, extra: str = "") -> str:
+        names, where = ", ".join(HISTORY_COLUMNS), self._share_sql(partition)
+        return f"SELECT source, user_id, user_group, {names}{extra} FROM events WHERE user_group <> 'pretrain'{where}"
 
     def pretraining(
         self, batch_size: int = 200_000, partition: tuple[int, int] | None = None
@@ -401,13 +395,11 @@ class Engine:
         (``preserve_insertion_order``), so no second sort is needed. ``partition`` ``(index, count)`` keeps the
         users whose seeded hash (``events.user_key``) is ``index`` modulo ``count``.
         """
-        sql, parameters = self._pretraining_sql(partition)
-        yield from pretraining_users(self.stream(sql, parameters, batch_size=batch_size))
+        yield from pretraining_users(self.stream(self._pretraining_sql(partition), batch_size=batch_size))
 
     def histories(self, batch_size: int = 100_000, partition: tuple[int, int] | None = None) -> Iterator[UserHistory]:
         """The fine-tuning and benchmark users' histories, in the order ``events`` holds them (see ``pretraining``)."""
-        sql, parameters = self._histories_sql(partition)
-        yield from user_histories(self.stream(sql, parameters, batch_size=batch_size))
+        yield from user_histories(self.stream(self._histories_sql(partition), batch_size=batch_size))
 
     def export_shares(self, folder: Path, workers: int, partition: tuple[int, int] | None = None) -> list[Path]:
         """Write the users of ``partition`` as ``workers`` disjoint shares, one folder each, in one scan.
@@ -423,8 +415,7 @@ class Engine:
         for path in folders:
             path.mkdir(parents=True, exist_ok=True)
         for name, build in (("pretraining", self._pretraining_sql), ("histories", self._histories_sql)):
-            sql, parameters = build(partition, extra)
-            reader = self.stream(sql, parameters)
+            reader = self.stream(build(partition, extra))
             schema = reader.schema.remove(reader.schema.get_field_index("share"))
             writers = [pq.ParquetWriter(path / f"{name}.parquet", schema) for path in folders]
             try:
