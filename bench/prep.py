@@ -9,10 +9,10 @@ of both.
 Part 2, the full ``recgpt data prepare`` (generic adapter, 512-token documents and MDS samples, a 8192-token BPE
 trained beforehand on a sample, as a real run names an existing tokenizer) on one core (1 worker, DuckDB on 1
 thread) and with 1 and 2 ``workers`` (DuckDB on every core): wall time, peak RSS summed over the process tree (the
-parent and its workers), interactions/s, tokens/s, the 2/1-worker and 2/1-core speed-ups, and a projection to
-RecGPT's 258M interactions from the one-core rate; then a profile of a 1-worker run (time per phase, and the top
-functions). ``--baseline DIR`` adds a row for the same prepare run by another checkout (e.g. the
-previous main) in the same run.
+parent and its workers), interactions/s, tokens/s, the 2/1-worker and 2/1-core speed-ups, a projection to
+RecGPT's 258M interactions from the one-core rate and each run's seconds per stage (from its own log); then a
+profile of a 1-worker run (time per phase, and the top functions). ``--baseline DIR`` adds a row for the same
+prepare run by another checkout (e.g. the previous main) in the same run.
 
 Each measured run is its own process. Usage::
 
@@ -34,6 +34,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 WORDS = (
     "great",
@@ -275,7 +276,7 @@ def process_tree_rss(pid: int) -> int:
 
 def measure_prepare(
     config: Path, workers: int | None, checkout: Path | None = None, threads: int | None = None
-) -> dict[str, float]:
+) -> dict[str, Any]:
     """``recgpt data prepare`` in a child process (of ``checkout`` when given): wall s, peak tree RSS, manifest.
 
     ``threads`` caps DuckDB's threads (ingest and engine); None leaves them at every core.
@@ -287,20 +288,22 @@ def measure_prepare(
     if checkout is not None:
         env["PYTHONPATH"] = str(checkout)
     started, peak = time.perf_counter(), 0
-    process = subprocess.Popen(
-        [sys.executable, "-m", "recgpt.cli", "data", "prepare", str(config), *overrides],
-        cwd=checkout or Path(__file__).resolve().parents[1],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    while process.poll() is None:
-        peak = max(peak, process_tree_rss(process.pid))
-        time.sleep(0.1)
-    wall = time.perf_counter() - started
+    with tempfile.TemporaryFile() as log:  # a file, not a pipe: a long log must never block the child
+        process = subprocess.Popen(
+            [sys.executable, "-m", "recgpt.cli", "data", "prepare", str(config), *overrides],
+            cwd=checkout or Path(__file__).resolve().parents[1],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+        )
+        while process.poll() is None:
+            peak = max(peak, process_tree_rss(process.pid))
+            time.sleep(0.1)
+        wall = time.perf_counter() - started
+        log.seek(0)
+        text = log.read().decode(errors="replace")
     if process.returncode != 0:
-        tail = (process.stderr.read() if process.stderr else b"").decode(errors="replace")[-2000:]
-        raise SystemExit(f"recgpt data prepare failed ({config}, workers={workers}):\n{tail}")
+        raise SystemExit(f"recgpt data prepare failed ({config}, workers={workers}):\n{text[-2000:]}")
     import yaml
 
     output = Path(yaml.safe_load(config.read_text())["output"])
@@ -312,7 +315,16 @@ def measure_prepare(
         "interactions": source["interactions_in"],
         "tokens": manifest["pretraining"]["tokens"],
         "documents": manifest["pretraining"]["documents"],
+        "stages": stage_seconds(text),
     }
+
+
+def stage_seconds(log: str) -> dict[str, float]:
+    """The run's own wall seconds per stage (the line ``recgpt.data.stage_clock`` logs), or {} for a checkout
+    that does not log it (an older main)."""
+    prefix = "seconds per stage: "
+    lines = [line.split(prefix, 1)[1] for line in log.splitlines() if prefix in line]
+    return json.loads(lines[-1]) if lines else {}
 
 
 # Phases of a prepare run and the functions whose cumulative time is theirs (cProfile, one process); "~" names a
@@ -367,7 +379,7 @@ def profile_prepare(config: Path) -> None:
 def run_full(sizes: list[int], root: Path, baseline: Path | None, profile: bool = True) -> None:
     """Part 2: the full prepare on 1 core, with 1 and 2 workers (and ``baseline``'s), then the projection and a
     profile."""
-    results: dict[tuple[int, str], dict[str, float]] = {}
+    results: dict[tuple[int, str], dict[str, Any]] = {}
     for size in sizes:
         logs = root / f"full-logs-{size}"
         generate(logs, size)
@@ -386,7 +398,7 @@ def run_full(sizes: list[int], root: Path, baseline: Path | None, profile: bool 
     report_full(sizes, results)
 
 
-def report_full(sizes: list[int], results: dict[tuple[int, str], dict[str, float]]) -> None:
+def report_full(sizes: list[int], results: dict[tuple[int, str], dict[str, Any]]) -> None:
     """The full-prepare table, the speed-ups and the projection to RecGPT's corpus."""
     print(
         f"{'size':>6} {'recgpt data prepare':<20} {'wall s':>9} {'peak RSS MiB':>13} {'interactions/s':>15} "
@@ -408,6 +420,7 @@ def report_full(sizes: list[int], results: dict[tuple[int, str], dict[str, float
         if (size, "baseline") in results:
             line += f"; 1 worker / baseline {results[size, 'baseline']['wall_s'] / one['wall_s']:.2f}x (target >= 3x)"
         print(line)
+    report_stages(results)
     largest = max(sizes)
     core, two = results[largest, "1 core"], results[largest, "2 worker"]
     rate = largest / core["wall_s"]
@@ -421,6 +434,22 @@ def report_full(sizes: list[int], results: dict[tuple[int, str], dict[str, float
         f"ideal {single / 32 / 3600:.2f} h"
     )
     print(f"peak RSS at {label(largest)} with 2 workers: {two['rss_mib'] / 1024:.2f} GiB (target < 2 GiB)")
+
+
+def report_stages(results: dict[tuple[int, str], dict[str, Any]]) -> None:
+    """Each run's seconds per stage, as prepare logged them; "not writing" is all but the writing stage."""
+    runs = [(key, r["stages"]) for key, r in sorted(results.items()) if r.get("stages")]
+    if not runs:
+        return
+    ordered = sorted((stages for _, stages in runs), key=len, reverse=True)  # the run with every stage first
+    names = [name for name in dict.fromkeys(n for stages in ordered for n in stages) if name != "total"]
+    print("seconds per stage (prepare's own log; writing = the worker processes' phase, or the 1-worker writer):")
+    header = " ".join(f"{name:>12}" for name in [*names, "not writing", "total"])
+    print(f"{'size':>6} {'run':<10} {header}")
+    for (size, run), stages in runs:
+        serial = stages["total"] - stages.get("writing", 0.0)
+        cells = " ".join(f"{stages.get(name, 0.0):>12.1f}" for name in names)
+        print(f"{label(size):>6} {run:<10} {cells} {serial:>12.1f} {stages['total']:>12.1f}")
 
 
 def main() -> None:

@@ -57,6 +57,7 @@ from recgpt.data.prepare_config import (
 )
 from recgpt.data.render import HISTORY_HEADER, NEXT_ITEM_TASK, RATING_TASK, json_line, render_prompt
 from recgpt.data.sources.readers import Limits
+from recgpt.data.stage_clock import StageClock
 from recgpt.data.writing import RustTokenizer, WriteResult, WriteTask, write_users, write_with_workers
 from recgpt.files import atomic_directory, tree_digest, write_text_atomic
 
@@ -174,28 +175,36 @@ def prepare(config: PrepareConfig) -> Path:
             source or file and what to change (``OutputFolderError`` for an output that may not be replaced).
     """
     validate(config)
-    output = Path(config.output).expanduser().resolve()
+    output, clock = Path(config.output).expanduser().resolve(), StageClock()
     with atomic_directory(output, check_replace=refuse_foreign_output) as root:
         work = root / ".work"
         named = config.tokenizer.train_vocab_size is None
         loading = named_tokenizer.start(str(config.tokenizer.name), work / "tokenizer") if named else None
         try:
-            manifest = _ingest_and_write(config, root, work, output, loading)
+            manifest = _ingest_and_write(config, root, work, output, loading, clock)
         finally:
             if loading is not None:
                 loading.stop()
-        shutil.rmtree(work)
-        manifest["content_sha256"] = tree_digest(root)
+        with clock("output hash"):
+            shutil.rmtree(work)
+            manifest["content_sha256"] = tree_digest(root)
         (root / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
     log.info("wrote %s (content sha256 %s)", output, manifest["content_sha256"][:16])
+    log.info("%s", clock.summary())
     return output / "manifest.json"
 
 
 def _ingest_and_write(
-    config: PrepareConfig, root: Path, work: Path, output: Path, loading: TokenizerProcess | None
+    config: PrepareConfig,
+    root: Path,
+    work: Path,
+    output: Path,
+    loading: TokenizerProcess | None,
+    clock: StageClock,
 ) -> dict[str, Any]:
     """Ingest every source, run the engine (in ``work``) and write the outputs under ``root``; the manifest so far."""
-    ingested = _ingest(config, work, output)
+    with clock("ingest"):
+        ingested = _ingest(config, work, output)
     plans = [
         SourcePlan(
             s.name, ingested[s.name].folder, ingested[s.name].domain, tuple(s.benchmark), tuple(s.exclude_users_of)
@@ -204,9 +213,10 @@ def _ingest_and_write(
     ]
     engine = Engine(work / "db", config.memory_limit, config.threads)
     try:
-        engine.load(plans, config.min_user_interactions, config.finetune_fraction, config.seed, config.max_users)
+        with clock("engine"):
+            engine.load(plans, config.min_user_interactions, config.finetune_fraction, config.seed, config.max_users)
         _check_users(config, engine)
-        return {"written_by": WRITTEN_BY, **_write(config, engine, root, ingested, loading)}
+        return {"written_by": WRITTEN_BY, **_write(config, engine, root, ingested, loading, clock)}
     finally:
         engine.close()
 
@@ -260,9 +270,11 @@ def _write(
     root: Path,
     ingested: dict[str, IngestResult],
     loading: TokenizerProcess | None,
+    clock: StageClock,
 ) -> dict[str, Any]:
     """The writing phase (in ``workers`` processes), the leak check, the shuffle, catalogues and rejects."""
-    tokenizer = _tokenizer(config, engine, root, loading)
+    with clock("tokenizer"):
+        tokenizer = _tokenizer(config, engine, root, loading)
     settings = OutputSettings(
         examples_per_user=config.examples_per_user,
         max_seq_len=config.max_seq_len,
@@ -288,15 +300,17 @@ def _write(
     (root / "pretraining" / "corpus.jsonl").touch()
     if workers == 1:
         pretraining, histories = engine.pretraining(partition=partition), engine.histories(partition=partition)
-        result, keys = write_users(task, tokenizer, pretraining, histories), [root / "trained_keys.parquet"]
+        with clock("writing"):
+            result, keys = write_users(task, tokenizer, pretraining, histories), [root / "trained_keys.parquet"]
     else:
         result, keys = write_with_workers(
-            engine, task, root / ".work" / "shares", workers, partition, tokenizer.eos_token_id
+            engine, task, root / ".work" / "shares", workers, partition, tokenizer.eos_token_id, clock
         )
-    leaked = engine.leaked(keys)
+    with clock("leak check"):
+        leaked = engine.leaked(keys)
+        checked = engine.scalar("SELECT count(*) FROM read_parquet(?)", [[str(path) for path in keys]])
     if leaked:
         raise LeakageError(f"held-out events reached training text (source, user, order, split): {leaked}")
-    checked = engine.scalar("SELECT count(*) FROM read_parquet(?)", [[str(path) for path in keys]])
     for path in keys:
         path.unlink()
     if partition is None:
@@ -307,9 +321,11 @@ def _write(
             config.partition,
         )
     unshuffled = root / "instruct" / "train.unshuffled.jsonl"
-    rows = shuffle_lines(engine, [unshuffled], root / "instruct" / "train.jsonl", config.seed)
+    with clock("shuffle"):
+        rows = shuffle_lines(engine, [unshuffled], root / "instruct" / "train.jsonl", config.seed)
     unshuffled.unlink(missing_ok=True)
-    _write_catalogues_and_rejects(config, engine, root, ingested)
+    with clock("catalogues"):
+        _write_catalogues_and_rejects(config, engine, root, ingested)
     manifest: dict[str, Any] = {
         "config": dataclasses.asdict(config),
         "sources": {

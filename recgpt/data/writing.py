@@ -37,6 +37,7 @@ from recgpt.data.engine import Engine
 from recgpt.data.histories import UserHistory, pretraining_users, user_histories
 from recgpt.data.outputs import CorpusWriter, OutputSettings
 from recgpt.data.records import Domain
+from recgpt.data.stage_clock import StageClock
 from recgpt.data.tokenizer import LineTokens
 from recgpt.encoding import fit_prompt_text
 
@@ -269,13 +270,16 @@ def write_with_workers(
     workers: int,
     partition: tuple[int, int] | None,
     eos_token_id: int,
+    clock: StageClock | None = None,
 ) -> tuple[WriteResult, list[Path]]:
     """The writing phase in ``workers`` processes, merged under ``base.root``; the result and the trained keys.
 
     Shares are exported by the engine (one scan), written by spawned workers into ``work/share-NNN`` (JSONL) and
     ``<mds>/part-NNN``, then concatenated in share order; the shares' unfinished blocks become ``<mds>/tail``.
     """
-    folders = engine.export_shares(work, workers, partition)
+    clock = clock or StageClock()
+    with clock("share export"):
+        folders = engine.export_shares(work, workers, partition)
     tasks = [
         dataclasses.replace(base, root=folder / "out", mds=base.mds / f"part-{i:03d}", rows=folder)
         for i, folder in enumerate(folders)
@@ -283,12 +287,14 @@ def write_with_workers(
     for task in tasks:
         task.root.mkdir(parents=True, exist_ok=True)
     log.info("writing %d shares of users in %d worker processes", workers, workers)
-    with engine.idle():  # the workers' memory, not the parent's idle tables (spilled until the leak check)
+    # the workers' memory, not the parent's idle tables (spilled until the leak check)
+    with clock("writing"), engine.idle():
         results = run_workers(tasks, folders)
-    concatenate_files([task.root for task in tasks], base.root)
-    samples, rest = write_tail([r.rest for r in results], base.mds / "tail", eos_token_id, base.max_seq_len)
-    parts = [f"part-{i:03d}" for i in range(workers)] + (["tail"] if samples else [])
-    merge_mds_indexes(base.mds, parts)
+    with clock("share merge"):
+        concatenate_files([task.root for task in tasks], base.root)
+        samples, rest = write_tail([r.rest for r in results], base.mds / "tail", eos_token_id, base.max_seq_len)
+        parts = [f"part-{i:03d}" for i in range(workers)] + (["tail"] if samples else [])
+        merge_mds_indexes(base.mds, parts)
     mds = {key: sum(r.mds[key] for r in results) for key in ("documents", "tokens", "samples")}
     mds["samples"] += samples
     merged = WriteResult(merge_counts(r.counts for r in results), mds, rest)

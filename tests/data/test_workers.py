@@ -8,6 +8,7 @@ failing worker's error reaches the caller; a killed run leaves the previous outp
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -22,6 +23,7 @@ import pytest
 from recgpt.data.outputs import OutputSettings
 from recgpt.data.prepare import prepare
 from recgpt.data.records import MOVIELENS
+from recgpt.data.stage_clock import STAGE_LOG_PREFIX
 from recgpt.data.writing import WriteTask, run_workers
 from tests.conftest import ROOT, movielens_config
 
@@ -261,3 +263,17 @@ def test_the_engine_spills_its_tables_while_the_workers_run_and_reads_them_back(
     assert engine.scalar("SELECT current_setting('memory_limit')") == "488.2 MiB"  # the configured 512MB
     assert engine.scalar("SELECT sum(length(line)) FROM events") == expected
     engine.close()
+
+
+def test_the_log_says_where_the_time_went(tmp_path: Path, caplog: pytest.LogCaptureFixture):
+    with caplog.at_level(logging.INFO, logger="recgpt.data.prepare"):
+        prepare(movielens_config(tmp_path / "data", workers=2))
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith(STAGE_LOG_PREFIX)]
+    assert len(lines) == 1
+    seconds = json.loads(lines[0].removeprefix(STAGE_LOG_PREFIX))
+    stages = ["ingest", "engine", "tokenizer", "share export", "writing", "share merge", "leak check", "shuffle"]
+    assert list(seconds) == [*stages, "catalogues", "output hash", "total"]
+    assert all(value >= 0 for value in seconds.values())
+    # Stages do not overlap, and the total is the whole run's wall time.
+    assert sum(seconds.values()) - seconds["total"] <= seconds["total"] + 0.1 * len(seconds)
+    assert seconds["writing"] > 0
