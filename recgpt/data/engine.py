@@ -458,19 +458,25 @@ class Engine:
         user, order, one per writer). A
         held-out event of either protocol leaks when a trained event of the same user names the same item (a
         next-item target a model has seen) or renders to the same full line (a rating target a model has seen).
-        Events are compared by what they render to, never by file order alone.
+        Events are compared by what they render to, never by file order alone. Only the trained events of users
+        who have a held-out event can leak, so only those are joined back to ``events`` (a corpus source's users
+        have none: the check costs what the benchmark users do, not the whole corpus).
 
         Returns:
             Up to ``limit`` leaks as ``(source, user_id, order, split)``.
         """
         query = """
-            WITH trained AS (
+            WITH held AS (
+                SELECT source, user_id, ord, item_id, line, coalesce(next_item, rating_split) AS split
+                FROM events WHERE next_item IS NOT NULL OR rating_split IS NOT NULL),
+            held_users AS (SELECT DISTINCT source, user_id FROM held),
+            trained AS (
                 SELECT DISTINCT e.source, e.user_id, e.item_id, e.line
-                FROM read_parquet($keys) k JOIN events e USING (source, user_id, ord))
-            SELECT DISTINCT h.source, h.user_id, h.ord, coalesce(h.next_item, h.rating_split)
-            FROM events h JOIN trained t ON t.source = h.source AND t.user_id = h.user_id
+                FROM read_parquet($keys) k JOIN held_users u USING (source, user_id)
+                JOIN events e USING (source, user_id, ord))
+            SELECT DISTINCT h.source, h.user_id, h.ord, h.split
+            FROM held h JOIN trained t ON t.source = h.source AND t.user_id = h.user_id
                 AND (t.item_id = h.item_id OR t.line = h.line)
-            WHERE h.next_item IS NOT NULL OR h.rating_split IS NOT NULL
             ORDER BY 1, 2, 3 LIMIT $limit"""
         paths = [trained_keys] if isinstance(trained_keys, Path) else list(trained_keys)
         return self._sql(query, {"keys": [str(path) for path in paths], "limit": int(limit)}).fetchall()

@@ -17,7 +17,6 @@ import dataclasses
 import logging
 import os
 import pickle
-import shutil
 import signal
 import subprocess
 import sys
@@ -243,11 +242,25 @@ def concatenate_files(parts: list[Path], target_root: Path) -> None:
     for relative in relatives:
         target = target_root / relative
         target.parent.mkdir(parents=True, exist_ok=True)
-        with target.open("ab") as out:
+        with target.open("r+b" if target.exists() else "wb", buffering=0) as out:
+            out.seek(0, os.SEEK_END)
             for part in parts:
                 if (part / relative).is_file():
-                    with (part / relative).open("rb") as handle:
-                        shutil.copyfileobj(handle, out, 1 << 22)
+                    append_file(part / relative, out.fileno())
+
+
+def append_file(source: Path, target: int) -> None:
+    """Append ``source`` to the file descriptor ``target`` at its position: in the kernel (``os.copy_file_range``,
+    several times faster than through Python at gigabytes of JSONL), or through Python where that is refused."""
+    with source.open("rb", buffering=0) as handle:
+        with contextlib.suppress(OSError, AttributeError):  # e.g. EXDEV or ENOSYS, or an OS without the call
+            while os.copy_file_range(handle.fileno(), target, 1 << 30):
+                pass
+            return
+        while chunk := handle.read(1 << 22):  # from where a refused kernel copy left both positions
+            view = memoryview(chunk)
+            while view:
+                view = view[os.write(target, view) :]
 
 
 def write_tail(rests: list[np.ndarray], folder: Path, eos_token_id: int, block_size: int) -> tuple[int, np.ndarray]:

@@ -24,7 +24,7 @@ from recgpt.data.outputs import OutputSettings
 from recgpt.data.prepare import prepare
 from recgpt.data.records import MOVIELENS
 from recgpt.data.stage_clock import STAGE_LOG_PREFIX
-from recgpt.data.writing import WriteTask, run_workers
+from recgpt.data.writing import WriteTask, append_file, run_workers
 from tests.conftest import ROOT, movielens_config
 
 TEXT_FILES = [
@@ -277,3 +277,31 @@ def test_the_log_says_where_the_time_went(tmp_path: Path, caplog: pytest.LogCapt
     # Stages do not overlap, and the total is the whole run's wall time.
     assert sum(seconds.values()) - seconds["total"] <= seconds["total"] + 0.1 * len(seconds)
     assert seconds["writing"] > 0
+
+
+@pytest.mark.parametrize("kernel", ["copies", "refuses after 1 MiB", "is missing"])
+def test_appending_a_part_gives_its_bytes_whatever_the_kernel_copy_does(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kernel: str
+):
+    part, target = tmp_path / "part.jsonl", tmp_path / "target.jsonl"
+    data = os.urandom(3 << 20) + b"\n"
+    part.write_bytes(data)
+    target.write_bytes(b"before\n")
+    real = os.copy_file_range
+    if kernel == "refuses after 1 MiB":
+        calls = []
+
+        def refusing(source: int, destination: int, count: int) -> int:
+            calls.append(count)
+            if len(calls) > 1:
+                raise OSError(18, "Invalid cross-device link")
+            return real(source, destination, 1 << 20)
+
+        monkeypatch.setattr(os, "copy_file_range", refusing)
+    elif kernel == "is missing":
+        monkeypatch.delattr(os, "copy_file_range")
+    with target.open("r+b", buffering=0) as out:
+        out.seek(0, os.SEEK_END)
+        append_file(part, out.fileno())
+        append_file(part, out.fileno())
+    assert target.read_bytes() == b"before\n" + data + data
