@@ -40,7 +40,13 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from recgpt.data.histories import HISTORY_COLUMNS, UserHistory, pretraining_users, user_histories
+from recgpt.data.histories import (
+    HISTORY_COLUMNS,
+    WRITER_BATCH_ROWS,
+    UserHistory,
+    pretraining_users,
+    user_histories,
+)
 from recgpt.data.records import Domain, Item
 from recgpt.data.render import render_item, render_item_prefix, sql_event_line
 
@@ -385,7 +391,7 @@ class Engine:
         return f"SELECT source, user_id, user_group, {names}{extra} FROM events WHERE user_group <> 'pretrain'{where}"
 
     def pretraining(
-        self, batch_size: int = 200_000, partition: tuple[int, int] | None = None
+        self, batch_size: int = WRITER_BATCH_ROWS, partition: tuple[int, int] | None = None
     ) -> Iterator[tuple[str, str, list[str], list[int]]]:
         """Pre-training users as ``(source, user_id, lines, orders)``, in the order ``events`` holds them.
 
@@ -397,7 +403,9 @@ class Engine:
         """
         yield from pretraining_users(self.stream(self._pretraining_sql(partition), batch_size=batch_size))
 
-    def histories(self, batch_size: int = 100_000, partition: tuple[int, int] | None = None) -> Iterator[UserHistory]:
+    def histories(
+        self, batch_size: int = WRITER_BATCH_ROWS, partition: tuple[int, int] | None = None
+    ) -> Iterator[UserHistory]:
         """The fine-tuning and benchmark users' histories, in the order ``events`` holds them (see ``pretraining``)."""
         yield from user_histories(self.stream(self._histories_sql(partition), batch_size=batch_size))
 

@@ -33,7 +33,7 @@ import pyarrow.parquet as pq
 
 from recgpt.data.corpus import MDSDocuments, merge_mds_indexes
 from recgpt.data.engine import Engine
-from recgpt.data.histories import UserHistory, pretraining_users, user_histories
+from recgpt.data.histories import WRITER_BATCH_ROWS, UserHistory, pretraining_users, user_histories
 from recgpt.data.outputs import CorpusWriter, OutputSettings
 from recgpt.data.records import Domain
 from recgpt.data.stage_clock import StageClock
@@ -152,8 +152,8 @@ def write_share(task: WriteTask) -> WriteResult:
         from transformers import AutoTokenizer
 
         tokenizer = AutoTokenizer.from_pretrained(task.tokenizer)
-    pretraining = pretraining_users(_batches(task.rows / "pretraining.parquet", 200_000))
-    histories = user_histories(_batches(task.rows / "histories.parquet", 100_000))
+    pretraining = pretraining_users(_batches(task.rows / "pretraining.parquet", WRITER_BATCH_ROWS))
+    histories = user_histories(_batches(task.rows / "histories.parquet", WRITER_BATCH_ROWS))
     return write_users(task, tokenizer, pretraining, histories)
 
 
