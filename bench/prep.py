@@ -204,9 +204,9 @@ def measure(implementation: str, logs: Path, out: Path) -> dict[str, float]:
     process = subprocess.Popen(
         [sys.executable, __file__, "--child", implementation, str(logs), str(out)], stdout=subprocess.PIPE, text=True
     )
+    output = process.stdout.read() if process.stdout else ""  # to its end before waiting: a full pipe blocks
     _, status, usage = os.wait4(process.pid, 0)
     wall = time.perf_counter() - started
-    output = process.stdout.read() if process.stdout else ""
     if status != 0:
         raise SystemExit(f"{implementation} failed on {logs}")
     return {"wall_s": wall, "rss_mib": usage.ru_maxrss / 1024, **json.loads(output.strip().splitlines()[-1])}
@@ -322,8 +322,9 @@ def measure_prepare(
 def stage_seconds(log: str) -> dict[str, float]:
     """The run's own wall seconds per stage (the line ``recgpt.data.stage_clock`` logs), or {} for a checkout
     that does not log it (an older main)."""
-    prefix = "seconds per stage: "
-    lines = [line.split(prefix, 1)[1] for line in log.splitlines() if prefix in line]
+    from recgpt.data.stage_clock import STAGE_LOG_PREFIX
+
+    lines = [line.split(STAGE_LOG_PREFIX, 1)[1] for line in log.splitlines() if STAGE_LOG_PREFIX in line]
     return json.loads(lines[-1]) if lines else {}
 
 

@@ -31,7 +31,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +39,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from recgpt.data.duckdb_settings import check_memory_limit, connect
 from recgpt.data.histories import (
     HISTORY_COLUMNS,
     WRITER_BATCH_ROWS,
@@ -80,66 +80,7 @@ class SourcePlan:
     exclude_users_of: tuple[str, ...] = ()
 
 
-_MEMORY_LIMIT = re.compile(r"(\d+(?:\.\d+)?)\s*(%|[KMGT]?B|[KMGT]iB|[KMGT])", re.IGNORECASE)
-_UNITS = {"B": 1, "K": 10**3, "M": 10**6, "G": 10**9, "T": 10**12}
-MIN_MEMORY_BYTES = 16 * 10**6  # below this DuckDB cannot run the engine's queries
-
-
-def check_memory_limit(value: Any) -> str:
-    """``value`` if it is a DuckDB size of at least 16MB (``2GB``, ``512MiB``) or a share of RAM (``80%``).
-
-    Raises:
-        ValueError: Naming the key ``memory_limit`` and the value (nothing else reaches SQL).
-    """
-    text = str(value).strip()
-    match = _MEMORY_LIMIT.fullmatch(text)
-    if match is None:
-        raise ValueError(f"memory_limit: {value!r} is not a size; write a number and a unit, e.g. 2GB, 512MB or 80%")
-    number, unit = float(match.group(1)), match.group(2).upper()
-    if unit == "%":
-        if not 0 < number <= 100:
-            raise ValueError(f"memory_limit: {value!r} must be a share of RAM in (0%, 100%]")
-        return text
-    size = number * _UNITS[unit[0]] * (1.024 ** "BKMGT".index(unit[0]) if "I" in unit else 1)
-    if size < MIN_MEMORY_BYTES:
-        raise ValueError(f"memory_limit: {value!r} is below the 16MB DuckDB needs; give e.g. 2GB")
-    return text
-
-
-def check_threads(value: Any) -> int | None:
-    """``value`` as a positive thread count, or None (all cores); else an error naming the key ``threads``."""
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"threads: must be a whole number >= 1, or null for all cores; got {value!r}")
-    return value
-
-
 IDLE_MEMORY_LIMIT = "64MB"  # the engine's memory while the writing workers run (``Engine.idle``)
-
-
-def connect(spill: Path, memory_limit: str, threads: int | None = None) -> Any:
-    """An in-memory DuckDB database limited to ``memory_limit``, spilling to ``spill``, keeping insertion order.
-
-    Every setting is passed as a query parameter, after ``check_memory_limit`` and ``check_threads``.
-
-    Raises:
-        ValueError: For a malformed or unusable ``memory_limit`` or ``threads``, naming the key.
-    """
-    import duckdb
-
-    limit, count = check_memory_limit(memory_limit), check_threads(threads)
-    connection = duckdb.connect(":memory:")
-    try:
-        connection.execute("SET memory_limit = ?", [limit])
-    except duckdb.Error as error:  # e.g. a limit too small for DuckDB to start
-        connection.close()
-        raise ValueError(f"memory_limit: DuckDB refused {limit!r} ({str(error).splitlines()[0]})") from error
-    connection.execute("SET temp_directory = ?", [str(spill)])
-    connection.execute("SET preserve_insertion_order = true")
-    if count is not None:
-        connection.execute("SET threads = ?", [count])
-    return connection
 
 
 def table_name(prefix: str, source: str) -> str:

@@ -18,7 +18,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from recgpt.data.engine import check_memory_limit, connect
+from recgpt.data.duckdb_settings import check_memory_limit, connect
 from recgpt.data.records import Domain, Interaction, Item
 from recgpt.data.render import json_line
 from recgpt.data.sources import adapter

@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from recgpt.config import load_config
-from recgpt.data.engine import PROTOCOLS, check_memory_limit, check_threads
+from recgpt.data.duckdb_settings import check_memory_limit, check_threads
+from recgpt.data.engine import PROTOCOLS
 from recgpt.data.sources import ADAPTERS, adapter
 from recgpt.data.sources.recbole import atomic_paths, packaged_movielens_100k
 from recgpt.files import OutputFolderError

@@ -283,14 +283,13 @@ def write_with_workers(
     workers: int,
     partition: tuple[int, int] | None,
     eos_token_id: int,
-    clock: StageClock | None = None,
+    clock: StageClock,
 ) -> tuple[WriteResult, list[Path]]:
     """The writing phase in ``workers`` processes, merged under ``base.root``; the result and the trained keys.
 
     Shares are exported by the engine (one scan), written by spawned workers into ``work/share-NNN`` (JSONL) and
     ``<mds>/part-NNN``, then concatenated in share order; the shares' unfinished blocks become ``<mds>/tail``.
     """
-    clock = clock or StageClock()
     with clock("share export"):
         folders = engine.export_shares(work, workers, partition)
     tasks = [

@@ -18,7 +18,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from recgpt.data.engine import connect
+from recgpt.data.duckdb_settings import connect
 from recgpt.data.ingest import ingest_source
 from recgpt.data.sources import generic, generic_fast
 from recgpt.data.sources.readers import Limits, SourceFormatError
