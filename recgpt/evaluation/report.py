@@ -144,6 +144,7 @@ def format_markdown(report: dict[str, Any], plots: Sequence[str]) -> str:
         ]
         for method, values in diagnosed:
             lines.append(f"| {method} | " + " | ".join(f"{values[k]:.4f}" if k in values else "" for k in keys) + " |")
+    lines += _levels_markdown(report)
     lines += _curve_markdown(report)
     lines += ["", "## Protocol", "", *(f"- {part}: {text}" for part, text in report["protocol"].items())]
     if plots:
@@ -181,6 +182,30 @@ def _paired_markdown(report: dict[str, Any]) -> list[str]:
     for name, metrics in pairs:
         cells = [_difference(metrics[c], True) if c in metrics else "" for c in columns]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def _levels_markdown(report: dict[str, Any]) -> list[str]:
+    """How each rating method follows the item's and the user's mean training rating (``recgpt.evaluation.levels``)."""
+    levels = report.get("rating_levels") or {}
+    if not levels:
+        return []
+    buckets = levels["buckets"]
+    lines = [
+        "",
+        "## Rating levels",
+        "",
+        "Least-squares response of each method's predictions to the target item's and the user's mean training "
+        "rating (minus the global mean); the targets' own response is what an ideal predictor follows. Then RMSE "
+        "by the target item's number of training ratings (rows in brackets).",
+        "",
+        "| method | item | user | " + " | ".join(f"RMSE, item {b} ({n})" for b, n in buckets.items()) + " |",
+        "|---" * (len(buckets) + 3) + "|",
+        f"| (targets) | {levels['targets']['item']:.3f} | {levels['targets']['user']:.3f} |" + " |" * len(buckets),
+    ]
+    for method, fit in levels["methods"].items():
+        cells = ["" if v is None else f"{v:.4f}" for v in fit["RMSE_by_item_ratings"].values()]
+        lines.append(f"| {method} | {fit['item']:.3f} | {fit['user']:.3f} | " + " | ".join(cells) + " |")
     return lines
 
 

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from recgpt.evaluation.baselines import MostPopular, global_mean
+from recgpt.evaluation.levels import rating_levels
 from recgpt.evaluation.metrics import hit_at_k, ndcg_at_k
 from recgpt.evaluation.report import write_report
 from recgpt.evaluation.stats import PairKey, bootstrap_interval, paired_comparisons, rmse_of_squares
@@ -384,6 +385,7 @@ def evaluate(config: EvalConfig) -> Path:
         "next_item": next_item,
         "rating": rating,
         "paired": paired,
+        "rating_levels": rating_levels(rated, rating_targets, rating_rows, train),
         "protocol": {
             "next_item": f"full catalogue of {items} items; seen items {'excluded' if config.exclude_seen else 'kept'}"
             f"; {config.next_item.num_beams} beams; 95% bootstrap intervals over users ({samples} resamples)",

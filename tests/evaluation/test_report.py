@@ -82,6 +82,13 @@ def test_every_method_side_by_side_with_intervals_plots_and_predictions(prepared
     assert 0.0 <= report["rating"]["model: sampled"]["parse_failure_rate"] <= 1.0
     assert report["rating"]["model: expected"]["parse_failure_rate"] == 0.0
     assert report["rating"]["model: expected"]["RMSE"] < 4.0  # an expectation over 1..5 is never far off
+    levels = report["rating_levels"]
+    assert set(levels["methods"]) == set(report["rating"]) and sum(levels["buckets"].values()) == 5
+    assert abs(levels["methods"]["global mean"]["item"]) < 1e-9  # a constant follows no level
+    for method, fit in levels["methods"].items():
+        known = [v for v in fit["RMSE_by_item_ratings"].values() if v is not None]
+        assert max(known) >= report["rating"][method]["RMSE"] - 1e-9 >= min(known) - 2e-9, method
+    assert "## Rating levels" in (tmp_path / "eval" / "report.md").read_text()
 
     rows = [json.loads(line) for line in (tmp_path / "eval" / "predictions.jsonl").open()]
     assert [r["task"] for r in rows] == ["next_item"] * 5 + ["rating"] * 5
