@@ -42,7 +42,9 @@ def training_levels(
     return (float(np.mean(every)) if every else 0.0), dict(items), users
 
 
-def level_response(values: Sequence[float], item_level: np.ndarray, user_level: np.ndarray) -> dict[str, float]:
+def level_response(
+    values: Sequence[float] | np.ndarray, item_level: np.ndarray, user_level: np.ndarray
+) -> dict[str, float]:
     """The least-squares fit ``values ~ intercept + item * item_level + user * user_level``.
 
     Example:
