@@ -16,6 +16,9 @@ from typing import Any
 
 import numpy as np
 
+from recgpt.evaluation.baselines import global_mean
+from recgpt.evaluation.stats import rmse_of_squares
+
 # RMSE by how many training ratings the target item has: [low, high) buckets, the last open-ended
 ITEM_RATING_BUCKETS = ((0, 10), (10, 50), (50, 200), (200, None))
 
@@ -28,18 +31,16 @@ def bucket_name(low: int, high: int | None) -> str:
 def training_levels(
     train: Sequence[Mapping[str, Any]],
 ) -> tuple[float, dict[str, list[float]], dict[str, float]]:
-    """The global mean rating, each item's training ratings and each user's mean training rating."""
+    """The global mean rating (the global-mean baseline's), each item's training ratings and each user's mean."""
     items: dict[str, list[float]] = defaultdict(list)
     users: dict[str, float] = {}
-    every: list[float] = []
     for row in train:
         rated = [(item, float(r)) for item, r in zip(row["item_ids"], row["ratings"], strict=True) if r is not None]
         for item, rating in rated:
             items[item].append(rating)
         if rated:
             users[row["user_id"]] = float(np.mean([r for _, r in rated]))
-        every += [r for _, r in rated]
-    return (float(np.mean(every)) if every else 0.0), dict(items), users
+    return global_mean(r for row in train for r in row["ratings"]), dict(items), users
 
 
 def level_response(
@@ -94,8 +95,7 @@ def rating_levels(
         methods[name] = {
             **level_response(values, item_level, user_level),
             "RMSE_by_item_ratings": {
-                bucket: float(np.sqrt(np.mean(errors[mask] ** 2))) if mask.any() else None
-                for bucket, mask in masks.items()
+                bucket: rmse_of_squares(errors[mask] ** 2) if mask.any() else None for bucket, mask in masks.items()
             },
         }
     return {
